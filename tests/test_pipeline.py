@@ -1,0 +1,80 @@
+"""Work-folder stages: skipped when inputs are unchanged, never half-written on failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slimedge.artifacts import atomic_dir, atomic_file
+from slimedge.errors import DatasetError, StageError
+from slimedge.pipeline import Stage, WorkFolder
+
+
+def _writer(calls: list[str], text: str):
+    def run(out: Path) -> dict:
+        calls.append(text)
+        with atomic_dir(out) as tmp:
+            (tmp / "value.txt").write_text(text)
+        return {"text": text}
+
+    return run
+
+
+def test_stage_runs_once_then_skips_until_inputs_change(tmp_path):
+    work = WorkFolder(tmp_path)
+    calls: list[str] = []
+    a = work.run(Stage("a", "a", {"p": 1}, _writer(calls, "one")))
+    b = work.run(Stage("a", "a", {"p": 1}, _writer(calls, "one")))
+    assert (a.status, b.status) == ("ran", "skipped")
+    assert b.record == {"text": "one"}
+    c = work.run(Stage("a", "a", {"p": 2}, _writer(calls, "two")))
+    assert c.status == "ran" and calls == ["one", "two"]
+    assert (tmp_path / "a" / "value.txt").read_text() == "two"
+    # State survives a new WorkFolder (a resumed run).
+    again = WorkFolder(tmp_path).run(Stage("a", "a", {"p": 2}, _writer(calls, "two")))
+    assert again.status == "skipped"
+
+
+def test_missing_output_reruns_even_with_same_inputs(tmp_path):
+    work = WorkFolder(tmp_path)
+    calls: list[str] = []
+    work.run(Stage("a", "a", {"p": 1}, _writer(calls, "x")))
+    (tmp_path / "a" / "value.txt").unlink()
+    (tmp_path / "a").rmdir()
+    assert work.run(Stage("a", "a", {"p": 1}, _writer(calls, "x"))).status == "ran"
+
+
+def test_failing_stage_keeps_last_good_artifact_and_state(tmp_path):
+    work = WorkFolder(tmp_path)
+    work.run(Stage("a", "a", {"p": 1}, _writer([], "good")))
+    state_before = json.loads((tmp_path / "stages.json").read_text())
+
+    def bad(out: Path) -> dict:
+        with atomic_dir(out) as tmp:
+            (tmp / "value.txt").write_text("partial")
+            raise DatasetError("objects.npy: corrupt")
+
+    with pytest.raises(StageError, match="stage 'a' failed: objects.npy: corrupt"):
+        work.run(Stage("a", "a", {"p": 2}, bad))
+    assert (tmp_path / "a" / "value.txt").read_text() == "good"
+    assert json.loads((tmp_path / "stages.json").read_text()) == state_before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a.tmp")]
+
+
+def test_atomic_file_leaves_target_on_error(tmp_path):
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as fh:
+            fh.write("new")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_damaged_state_file_means_rerun_not_crash(tmp_path):
+    (tmp_path / "stages.json").write_text("{not json")
+    work = WorkFolder(tmp_path)
+    assert work.run(Stage("a", "a", {}, _writer([], "v"))).status == "ran"
