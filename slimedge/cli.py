@@ -63,7 +63,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
     p = sub.add_parser("demo", help="run the whole pipeline on built-in defaults")
-    p.add_argument("--work", default="./slimedge-work", help="work folder (default ./slimedge-work)")
+    p.add_argument("--work", default="./slimedge-work", help="work folder")
     p.add_argument("--quick", action="store_true", help="a small version that runs in minutes")
     p.add_argument("--force", action="store_true", help="rerun every stage even if up to date")
     p.add_argument("--workers", type=int, default=None, help="processes for parallel stages")

@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         ours, _ = _core.pool(feats, mask, w, mode=mode, scale=scale, zero_point=zp)
         ref, _ = pool_reference(feats, mask, w, mode, scale, zp)
         max_err = float(np.abs(ours - ref).max())
-        t_cpp = median_seconds(
-            lambda w=w, mode=mode: _core.pool(feats, mask, w, mode=mode, scale=scale, zero_point=zp),
-            args.repeats,
-        )
+        def ours_fn(w=w, mode=mode):
+            return _core.pool(feats, mask, w, mode=mode, scale=scale, zero_point=zp)
+
+        t_cpp = median_seconds(ours_fn, args.repeats)
         t_np = median_seconds(
             lambda w=w, mode=mode: pool_reference(feats, mask, w, mode, scale, zp), args.repeats
         )

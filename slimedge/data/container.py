@@ -177,7 +177,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         if key not in meta:
             raise DatasetError(f"{meta_path}: missing field '{key}'")
     if list(meta["splits"]) != list(SPLITS):
-        raise DatasetError(f"{meta_path}: field 'splits' is {meta['splits']}, expected {list(SPLITS)}")
+        raise DatasetError(
+            f"{meta_path}: field 'splits' is {meta['splits']}, expected {list(SPLITS)}"
+        )
     return meta
 
 
@@ -207,5 +209,7 @@ def load_dataset(path: str | os.PathLike, *, verify: bool = False, mmap: bool = 
     except DatasetError as exc:
         raise DatasetError(f"{path}: {exc}") from exc
     if verify and ds.content_hash() != meta["content_hash"]:
-        raise DatasetError(f"{path}: content hash does not match meta.json (files changed or corrupt)")
+        raise DatasetError(
+            f"{path}: content hash does not match meta.json (files changed or corrupt)"
+        )
     return ds

@@ -1,0 +1,78 @@
+"""Keras → TFLite conversion in the formats devices run. One implementation for the ladder
+(which measures int8 costs) and for export (which ships each device its format).
+
+Paths that work with Keras 3 (see TOOLCHAIN.md): `TFLiteConverter.from_keras_model`; full int8
+needs a representative dataset, TFLITE_BUILTINS_INT8 only (no Flex ops: microcontrollers and the
+Edge TPU cannot run them) and int8 input/output types.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from slimedge.errors import SlimEdgeError
+
+FORMATS: tuple[str, ...] = ("int8", "float16", "dynamic", "float32")
+
+
+class ConversionError(SlimEdgeError):
+    """A model that cannot be converted to the asked format."""
+
+
+def _tf() -> Any:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def to_tflite(
+    model: Any,
+    fmt: str,
+    representative: np.ndarray | None = None,
+    *,
+    max_calibration: int = 200,
+) -> bytes:
+    """Convert `model` (a single-input Keras model) to TFLite bytes in format `fmt`.
+
+    `representative` (float32, the model's input layout with a leading batch axis) calibrates
+    int8 activations; required for "int8". Its value range sets the input quantization: images
+    scaled to [0, 1] give scale 1/255 and zero point -128, so a uint8 pixel p maps to p - 128.
+    """
+    if fmt not in FORMATS:
+        raise ConversionError(f"format: unknown TFLite format '{fmt}' (expected one of {FORMATS})")
+    tf = _tf()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt == "int8":
+        if representative is None or len(representative) == 0:
+            raise ConversionError(
+                f"model '{model.name}': int8 conversion needs a representative dataset"
+            )
+        calib = np.asarray(representative[:max_calibration], dtype=np.float32)
+
+        def gen() -> Iterator[list[np.ndarray]]:
+            for i in range(calib.shape[0]):
+                yield [calib[i : i + 1]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = gen
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif fmt == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    elif fmt == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # the converter raises assorted types; name the model
+        raise ConversionError(f"model '{model.name}': {fmt} conversion failed: {exc}") from exc

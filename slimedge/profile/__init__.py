@@ -1,0 +1,1 @@
+"""Measuring a converted model: TFLite Micro arena bytes, LiteRT latency, tensor sizes."""
