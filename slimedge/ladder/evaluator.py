@@ -1,0 +1,138 @@
+"""System accuracy of a configuration, measured from the ladder's cached features.
+
+A configuration is a ladder level per view, a live mask, and (for weighted pooling) weights.
+Each view's features are the cached int8 outputs of its level's TFLite branch; they are pooled
+by the C++ core (the same code the runtime aggregator runs) and classified by the frozen head's
+classifier. A frame whose every view is dead has no prediction and counts as wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimedge import _core
+from slimedge.ladder.classifier import NumpyClassifier
+from slimedge.ladder.store import (
+    LadderError,
+    level_dir,
+    load_labels,
+    load_level_features,
+    read_manifest,
+)
+
+
+@dataclass
+class Evaluator:
+    features: np.ndarray  # int8 (L, N, V, D): every level's features for every view
+    scales: np.ndarray  # float32 (L,)
+    zero_points: np.ndarray  # int32 (L,)
+    labels: np.ndarray  # (N,)
+    classifier: NumpyClassifier
+    mode: str = "max"
+
+    @classmethod
+    def from_ladder(cls, root: str | os.PathLike, split: str = "val") -> Evaluator:
+        manifest = read_manifest(root)
+        per_level = [load_level_features(level_dir(root, i) / "features.npz", split)
+                     for i in range(len(manifest["levels"]))]
+        shapes = {lf.features.shape for lf in per_level}
+        if len(shapes) != 1:
+            raise LadderError(f"{root}: cached features of split '{split}' differ in shape "
+                              f"across levels: {sorted(shapes)}")
+        return cls(
+            features=np.stack([lf.features for lf in per_level]),
+            scales=np.array([lf.scale for lf in per_level], np.float32),
+            zero_points=np.array([lf.zero_point for lf in per_level], np.int32),
+            labels=load_labels(root, split),
+            classifier=NumpyClassifier.load(os.path.join(root, "classifier.npz")),
+            mode=manifest["pool_mode"],
+        )
+
+    @property
+    def n_levels(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_views(self) -> int:
+        return int(self.features.shape[2])
+
+    def _check_levels(self, levels: Sequence[int]) -> np.ndarray:
+        lv = np.asarray(levels, dtype=np.int64)
+        if lv.shape != (self.n_views,):
+            raise LadderError(f"levels: expected one level index per view ({self.n_views}), "
+                              f"got {len(lv)}")
+        bad = (lv < 0) | (lv >= self.n_levels)
+        if bad.any():
+            v = int(np.flatnonzero(bad)[0])
+            raise LadderError(f"levels: view {v} has level index {int(lv[v])}; the ladder has "
+                              f"indices 0..{self.n_levels - 1}")
+        return lv
+
+    def gather(self, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (N, V, D) int8 features a fleet at these levels would send, with per-view
+        scale and zero point."""
+        lv = self._check_levels(levels)
+        views = np.arange(self.n_views)
+        feats = np.ascontiguousarray(self.features[lv, :, views, :].transpose(1, 0, 2))
+        return feats, self.scales[lv], self.zero_points[lv]
+
+    def predictions(
+        self,
+        levels: Sequence[int],
+        live: np.ndarray | Sequence[int] | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Predicted class per frame (-1 where no view is usable)."""
+        feats, scale, zp = self.gather(levels)
+        mask = np.ones(self.n_views, bool) if live is None else np.asarray(live)
+        pooled, empty = _core.pool(feats, mask, weights, mode=self.mode, scale=scale,
+                                   zero_point=zp)
+        pred = self.classifier.predict(pooled)
+        pred[empty] = -1
+        return pred
+
+    def accuracy(self, levels: Sequence[int], live=None, weights=None) -> float:
+        return float(np.mean(self.predictions(levels, live, weights) == self.labels))
+
+    def accuracy_over_masks(
+        self, levels: Sequence[int], masks: np.ndarray, weights: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Accuracy for each live mask in `masks` (K, V); the level gather is done once."""
+        feats, scale, zp = self.gather(levels)
+        out = np.empty(len(masks))
+        for i, m in enumerate(np.asarray(masks, bool)):
+            pooled, empty = _core.pool(feats, m, weights, mode=self.mode, scale=scale,
+                                       zero_point=zp)
+            pred = self.classifier.predict(pooled)
+            pred[empty] = -1
+            out[i] = np.mean(pred == self.labels)
+        return out
+
+    def accuracy_vs_failed(
+        self, levels: Sequence[int], *, max_subsets: int = 1000, seed: int = 0
+    ) -> list[dict[str, float | int | bool]]:
+        """Accuracy with k = 0 … V−1 failed views: mean and worst over failure sets, exact where
+        there are at most `max_subsets` sets of size k, otherwise over a seeded sample."""
+        V = self.n_views
+        rng = np.random.default_rng(seed)
+        rows = []
+        for k in range(V):
+            n_sets = math.comb(V, k)
+            exact = n_sets <= max_subsets
+            if exact:
+                dead_sets = list(itertools.combinations(range(V), k))
+            else:
+                dead_sets = [tuple(rng.choice(V, k, replace=False)) for _ in range(max_subsets)]
+            masks = np.ones((len(dead_sets), V), bool)
+            for i, dead in enumerate(dead_sets):
+                masks[i, list(dead)] = False
+            acc = self.accuracy_over_masks(levels, masks)
+            rows.append({"k": k, "mean": float(acc.mean()), "worst": float(acc.min()),
+                         "subsets": len(dead_sets), "exact": exact})
+        return rows
