@@ -59,6 +59,59 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd.show)
 
 
+def _device_parsers(sub: argparse._SubParsersAction) -> None:
+    from slimedge.devices import commands as cmd
+
+    devices = sub.add_parser("devices", help="the device catalog (firmware_configs/devices)")
+    dsub = devices.add_subparsers(dest="devices_command", required=True, metavar="COMMAND")
+    p = dsub.add_parser("list", help="list the boards of the catalog")
+    cmd.add_list_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.list_boards)
+    p = dsub.add_parser("show", help="every field of one board, with its source")
+    cmd.add_show_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.show_board)
+
+    fleet = sub.add_parser("fleet", help="fleet files (firmware_configs/fleets)")
+    fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    p = fsub.add_parser("show", help="the devices of a fleet, their boards and views")
+    cmd.add_fleet_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.show_fleet)
+
+
+def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
+    from slimedge.ladder import commands as cmd
+
+    ladder = sub.add_parser("ladder", help="the pruning ladder: levels, measured costs")
+    lsub = ladder.add_subparsers(dest="ladder_command", required=True, metavar="COMMAND")
+    p = lsub.add_parser("info", help="per-level measured costs and accuracy")
+    p.add_argument("ladder")
+    _add_json(p)
+    p.set_defaults(handler=cmd.info)
+
+    p = sub.add_parser("evaluate", help="system accuracy of a level per view and a failure set")
+    p.add_argument("ladder")
+    p.add_argument("--levels", required=True,
+                   help="level index per view (0,0,3,...), one for all, or fractions (0.5,...)")
+    p.add_argument("--dead", default=None, help="failed views, e.g. 2,5")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--vs-failed", action="store_true",
+                   help="also accuracy vs number of failed views (mean and worst)")
+    _add_json(p)
+    p.set_defaults(handler=cmd.evaluate)
+
+    p = sub.add_parser("importance", help="view importance: Shapley, leave-one-out, ratio")
+    p.add_argument("ladder")
+    p.add_argument("--levels", default=None, help="levels to measure at (default: all 0)")
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--out", default=None, help="write the result as JSON here (and a .png)")
+    p.add_argument("--no-plot", dest="plot", action="store_false")
+    _add_json(p)
+    p.set_defaults(handler=cmd.importance)
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
@@ -81,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slimedge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _data_parsers(sub)
+    _ladder_parsers(sub)
+    _device_parsers(sub)
     _demo_parser(sub)
     return parser
 
@@ -129,10 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False):
-        print(json.dumps(summary, default=str))
-    elif summary:
-        _print_text(summary)
+    try:
+        if getattr(args, "json", False):
+            print(json.dumps(summary, default=str))
+        elif summary:
+            _print_text(summary)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
     return 0
 
 
