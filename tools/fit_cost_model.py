@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Host latency fit of a ladder, and the predicted latency of each level on every catalog board.
+
+    tools/fit_cost_model.py LADDER [--json] [--catalog DIR]
+
+For every format whose host latency the ladder measured at every level: the fit
+t_host = t0 + MACs/R_host (+ bytes/B_host where that term earns its place), its R², largest
+relative error, leave-one-out errors and a per-level residual table. Then one table per catalog
+board (its preferred format): predicted inference ms per level (`slimedge.devices.cost`), with
+levels that do not fit the board marked. Prints its provenance: the ladder's model and dataset
+hashes, the measuring host, and the versions used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy
+
+import slimedge
+from slimedge.devices import load_catalog
+from slimedge.devices.catalog import FORMATS, devices_dir
+from slimedge.devices.cost import CostTable, aggregator_ms, calibrate_host, head_macs
+from slimedge.errors import SlimEdgeError
+from slimedge.ladder.store import read_manifest
+
+
+def measured_formats(levels: list[dict[str, Any]]) -> list[str]:
+    """Formats with a host latency at every level (int8 also from `latency_ms_int8`)."""
+    out = []
+    for fmt in FORMATS:
+        def has(e: dict[str, Any], fmt: str = fmt) -> bool:
+            lat = e.get("latency_ms")
+            return (isinstance(lat, dict) and fmt in lat) or (
+                fmt == "int8" and "latency_ms_int8" in e)
+        if all(has(e) for e in levels):
+            out.append(fmt)
+    return out
+
+
+def analyse(ladder: Path, catalog_dir: Path | None) -> dict[str, Any]:
+    manifest = read_manifest(ladder)
+    levels = manifest["levels"]
+    host_fits = {fmt: calibrate_host(levels, fmt, host=manifest.get("host"))
+                 for fmt in measured_formats(levels)}
+    catalog = load_catalog(catalog_dir)
+    aggregator = None
+    if "head_classifier_macs" in manifest:
+        # The head pools V x D features and runs the classifier: timed on every board, and on
+        # a host by the float32 host fit (the aggregator's classifier runs in float).
+        hm = head_macs(int(manifest["views"]), int(manifest["feature_dim"]),
+                       int(manifest["head_classifier_macs"]))
+        host_fmt = "float32" if "float32" in host_fits else next(iter(host_fits), None)
+        aggregator = {
+            "head_macs": hm,
+            "boards_ms": {b.id: aggregator_ms(hm, b) for b in catalog.values()},
+            "host_fit_format": host_fmt,
+            "host_ms": (aggregator_ms(hm, "host", host_fit=host_fits[host_fmt])
+                        if host_fmt else None),
+        }
+    table = CostTable.for_boards(levels, catalog, int(manifest["feature_dim"]))
+    boards = []
+    for i, board_id in enumerate(table.devices):
+        boards.append({
+            "board": board_id,
+            "format": table.formats[i],
+            "inference_ms": table.inference_ms[i].tolist(),
+            "transfer_ms": float(table.transfer_ms[i]),
+            "fits": table.fits[i].tolist(),
+            "binding": [b or None for b in table.binding[i].tolist()],
+        })
+    return {
+        "ladder": str(ladder),
+        "model_hash": manifest["model_hash"],
+        "dataset_hash": manifest["dataset_hash"],
+        "feature_dim": int(manifest["feature_dim"]),
+        "levels": [float(e["level"]) for e in levels],
+        "macs": [float(e["macs"]) for e in levels],
+        "host": manifest.get("host"),
+        "ladder_versions": manifest.get("versions"),
+        "host_fits": [f.to_dict() for f in host_fits.values()],
+        "boards": boards,
+        "aggregator": aggregator,
+        "versions": {
+            "slimedge": slimedge.__version__,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "machine": platform.machine(),
+            "catalog": str(catalog_dir or devices_dir()),
+        },
+    }
+
+
+def _rate(x: float | str | None, unit: str) -> str:
+    if x is None:
+        return "n/a"
+    if x == "inf":
+        return "inf (no slope)"
+    return f"{float(x) / 1e9:.4g} G{unit}/s"
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"ladder {r['ladder']}  model_hash {r['model_hash']}  dataset_hash {r['dataset_hash']}")
+    print(f"measured on: {json.dumps(r['host'])}")
+    if r["ladder_versions"]:
+        print(f"ladder versions: {json.dumps(r['ladder_versions'])}")
+    print("this run: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()))
+    for f in r["host_fits"]:
+        r2 = "n/a" if f["r2"] is None else f"{f['r2']:.4f}"
+        loo = ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}"
+                        for k, v in f["loo_rel_rms"].items())
+        print(f"\nhost fit {f['format']}: terms {f['terms']}  t0 {f['t0_ms']:.4f} ms  "
+              f"R_host {_rate(f['r_host_mac_per_s'], 'MAC')}  "
+              f"B_host {_rate(f['b_host_byte_per_s'], 'B')}")
+        print(f"  R² {r2}  max |rel error| {f['max_rel_error']:.3f}  LOO rel RMS: {loo}")
+        if f["warning"]:
+            print(f"  warning: {f['warning']}")
+        print(f"  {'level':>6}{'MACs':>13}{'bytes':>10}{'measured':>11}{'predicted':>11}"
+              f"{'resid ms':>10}{'rel':>8}")
+        for row in f["residuals"]:
+            print(f"  {row['level']:>6.3g}{row['macs']:>13,.0f}{row['bytes']:>10,.0f}"
+                  f"{row['measured_ms']:>11.4f}{row['predicted_ms']:>11.4f}"
+                  f"{row['residual_ms']:>10.4f}{row['rel_error']:>8.3f}")
+    print("\npredicted inference ms per level on each catalog board (preferred format; "
+          "'!' = does not fit: a=arena f=flash r=RAM s=storage)")
+    head = "".join(f"{lv:>10.3g}" for lv in r["levels"])
+    print(f"{'board':<18}{'fmt':<9}{'tx ms':>8}{head}")
+    marks = {"arena": "a", "flash": "f", "ram": "r", "storage": "s"}
+    for b in r["boards"]:
+        cells = []
+        for ms, fits, binding in zip(b["inference_ms"], b["fits"], b["binding"], strict=True):
+            mark = "" if fits else "!" + marks[binding]
+            cells.append(f"{_ms(ms) + mark:>10}")
+        print(f"{b['board']:<18}{b['format']:<9}{b['transfer_ms']:>8.3f}{''.join(cells)}")
+    agg = r["aggregator"]
+    if agg:
+        print(f"\naggregator: head {agg['head_macs']:,} MACs (V x D pooling + classifier); ms: "
+              + ", ".join(f"{k} {_ms(v)}" for k, v in agg["boards_ms"].items())
+              + (f"; a host (host fit {agg['host_fit_format']}) {_ms(agg['host_ms'])}"
+                 if agg["host_ms"] is not None else ""))
+
+
+def _ms(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else "inf"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ladder", type=Path, help="ladder directory (holds manifest.json)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--catalog", type=Path, default=None,
+                    help="board catalog directory (default: firmware_configs/devices)")
+    args = ap.parse_args(argv)
+    try:
+        result = analyse(args.ladder, args.catalog)
+    except SlimEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
