@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,11 +82,25 @@ def _device_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd.show_fleet)
 
 
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from slimedge.model import commands as cmd
+
+    p = sub.add_parser("train", help="train the MVCNN (branch + head) with failout")
+    cmd.add_train_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.train)
+
+
 def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.ladder import commands as cmd
 
     ladder = sub.add_parser("ladder", help="the pruning ladder: levels, measured costs")
     lsub = ladder.add_subparsers(dest="ladder_command", required=True, metavar="COMMAND")
+    p = lsub.add_parser("build", help="prune, fine-tune, measure and cache every level")
+    cmd.add_build_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.build)
+
     p = lsub.add_parser("info", help="per-level measured costs and accuracy")
     p.add_argument("ladder")
     _add_json(p)
@@ -134,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"slimedge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _data_parsers(sub)
+    _train_parser(sub)
     _ladder_parsers(sub)
     _device_parsers(sub)
     _demo_parser(sub)
@@ -173,6 +189,7 @@ def _short(value: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

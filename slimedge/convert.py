@@ -8,6 +8,8 @@ Edge TPU cannot run them) and int8 input/output types.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -73,6 +75,8 @@ def to_tflite(
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        return bytes(converter.convert())
+        # Keras' export step prints its endpoints to stdout; keep --json output clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return bytes(converter.convert())
     except Exception as exc:  # the converter raises assorted types; name the model
         raise ConversionError(f"model '{model.name}': {fmt} conversion failed: {exc}") from exc

@@ -95,6 +95,15 @@ def test_single_image_equals_batch_row(models, reference):
     assert np.array_equal(one.features, batch.features[2])
 
 
+@pytest.mark.parametrize("flavor", ["int8", "f32"])
+def test_batched_invokes_equal_one_image_at_a_time(models, reference, flavor):
+    images, _ = reference
+    many = np.concatenate([images] * 3)
+    one_by_one = BranchRunner(models[flavor]).run(many)
+    batched = BranchRunner(models[flavor], max_batch=4).run(many)
+    assert np.array_equal(one_by_one.features, batched.features)
+
+
 @pytest.mark.parametrize(
     "images, match",
     [

@@ -55,6 +55,47 @@ def parse_dead(text: str | None, views: int) -> np.ndarray:
     return live
 
 
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    from slimedge.ladder.build import DEFAULT_LEVELS
+
+    p.add_argument("--dataset", required=True, help="dataset directory the model was trained on")
+    p.add_argument("--model", required=True, help="model directory (slimedge train --out)")
+    p.add_argument("--out", required=True, help="ladder directory to write")
+    p.add_argument("--levels", default=",".join(str(x) for x in DEFAULT_LEVELS),
+                   help="pruning levels, increasing from 0 (fractions of prunable filters)")
+    p.add_argument("--criterion", default="taylor", help="l1 | taylor | bn_scale")
+    p.add_argument("--multiple", type=int, default=4, help="round channel counts to this")
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing ladder built from another model or dataset")
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    from slimedge.data.container import load_dataset
+    from slimedge.ladder.build import LadderConfig, build_ladder
+
+    try:
+        levels = tuple(float(x) for x in args.levels.split(",") if x.strip())
+    except ValueError:
+        raise LadderError(f"--levels: not a list of numbers: '{args.levels}'") from None
+    cfg = LadderConfig(levels=levels, criterion=args.criterion, channel_multiple=args.multiple,
+                       finetune_epochs=args.finetune_epochs, seed=args.seed)
+    cfg.validate()
+    ds = load_dataset(args.dataset)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        try:
+            old = read_manifest(out)
+        except LadderError:
+            old = None
+        if old is None or old["dataset_hash"] != ds.content_hash():
+            raise LadderError(f"{out}: exists and holds a ladder of other inputs (or none); "
+                              "use --force to replace it")
+    manifest = build_ladder(ds, args.model, out, cfg, progress=not args.json)
+    return {"path": str(out), "levels": manifest["levels"], "seconds": manifest["seconds"]}
+
+
 def info(args: argparse.Namespace) -> dict[str, Any]:
     manifest = read_manifest(args.ladder)
     keep = ("views", "feature_dim", "n_classes", "pool_mode", "backbone", "dataset_hash",

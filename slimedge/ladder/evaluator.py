@@ -37,8 +37,10 @@ class Evaluator:
     mode: str = "max"
 
     @classmethod
-    def from_ladder(cls, root: str | os.PathLike, split: str = "val") -> Evaluator:
-        manifest = read_manifest(root)
+    def from_ladder(cls, root: str | os.PathLike, split: str = "val", *,
+                    manifest: dict | None = None) -> Evaluator:
+        """`manifest`: already read (or, while a ladder is being built, not yet complete)."""
+        manifest = read_manifest(root) if manifest is None else manifest
         per_level = [load_level_features(level_dir(root, i) / "features.npz", split)
                      for i in range(len(manifest["levels"]))]
         shapes = {lf.features.shape for lf in per_level}

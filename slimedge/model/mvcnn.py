@@ -58,9 +58,14 @@ class UnfoldViews(keras.layers.Layer):
         return {**super().get_config(), "views": self.views}
 
 
-def build_mvcnn(branch: keras.Model, head: keras.Model, views: int) -> keras.Model:
+def build_mvcnn(branch: keras.Model, head: keras.Model, views: int, *,
+                frozen_head: bool = False, with_features: bool = False) -> keras.Model:
     """Training model ``[images (V, H, W, C), mask (V,)] -> logits``; shares the weights of
-    ``branch`` and ``head`` (training it trains them)."""
+    ``branch`` and ``head`` (training it trains them).
+
+    ``frozen_head``: the head always runs in inference mode (no dropout, no updates), as when
+    fine-tuning a pruned branch against it. ``with_features``: also output the ``(B, V, D)``
+    branch features."""
     info = head_info(head)
     feature_dim = int(branch.output_shape[-1])
     if info["views"] != views:
@@ -76,8 +81,13 @@ def build_mvcnn(branch: keras.Model, head: keras.Model, views: int) -> keras.Mod
     mask = keras.Input((views,), name="mask")
     per_view = FoldViews(name="fold_views")(images)
     features = UnfoldViews(views, name="unfold_views")(branch(per_view))
-    logits = head([features, mask])
-    return keras.Model([images, mask], logits, name="mvcnn")
+    if frozen_head:
+        head.trainable = False
+        logits = head([features, mask], training=False)
+    else:
+        logits = head([features, mask])
+    outputs = [logits, features] if with_features else logits
+    return keras.Model([images, mask], outputs, name="mvcnn")
 
 
 def branch_features(branch: keras.Model, images: np.ndarray, *, batch_size: int = 512

@@ -69,11 +69,16 @@ def measure_latency(
     return Latency(statistics.median(times), float(q[0]), float(q[1]), repeats)
 
 
+def _graph_ops(it) -> list[dict]:
+    """The model's own operators (LiteRT's op list, less the delegate nodes it adds)."""
+    return [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]
+
+
 def peak_activation_bytes(model: bytes | str | os.PathLike) -> int:
     """Largest sum of one operator's activation inputs + outputs (weights excluded): a lower
     bound on the activation memory any runtime needs for this graph."""
     it = interpreter(model)
-    ops = it._get_ops_details()  # LiteRT's op list; the public API has none
+    ops = _graph_ops(it)
     sizes = {
         t["index"]: int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
         for t in it.get_tensor_details()
@@ -87,3 +92,17 @@ def peak_activation_bytes(model: bytes | str | os.PathLike) -> int:
         tensors = {int(i) for i in list(op["inputs"]) + list(op["outputs"])}
         peak = max(peak, sum(sizes[i] for i in tensors if i in activations))
     return peak
+
+
+def constant_bytes(model: bytes | str | os.PathLike) -> int:
+    """Bytes of the model's constant tensors (weights, biases, after conversion's folding):
+    the weight memory a runtime holds, measured from the file."""
+    it = interpreter(model)
+    produced = {int(d["index"]) for d in it.get_input_details()}
+    for op in _graph_ops(it):
+        produced.update(int(i) for i in op["outputs"])
+    total = 0
+    for t in it.get_tensor_details():
+        if int(t["index"]) not in produced and t["name"] and len(t["shape"]) > 0:
+            total += int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+    return total

@@ -59,8 +59,11 @@ class BranchRunner:
     """
 
     def __init__(self, model_path: str | Path, num_threads: int = 1, *,
-                 reference_kernels: bool = False) -> None:
+                 reference_kernels: bool = False, max_batch: int = 1) -> None:
         self.model_path = Path(model_path)
+        # Images per invoke when run() gets a batch (needs a model with a dynamic batch axis);
+        # per-image arithmetic is the same, only the call overhead is shared.
+        self.max_batch = max(1, int(max_batch))
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise BranchError(f"branch model {self.model_path}: num_threads must be an "
                               f"integer >= 1, got {num_threads!r}")
@@ -89,6 +92,9 @@ class BranchRunner:
             if signature[0] != -1:
                 raise self._error(f"input batch must be 1 or dynamic, got {shape[0]}")
             self._interp.resize_tensor_input(inp["index"], [1, *shape[1:]])
+        if signature[0] != -1:
+            self.max_batch = 1
+        self._batch = 1
         try:
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
@@ -129,21 +135,28 @@ class BranchRunner:
     def _error(self, msg: str) -> BranchError:
         return BranchError(f"branch model {self.model_path}: {msg}")
 
-    def _model_input(self, image: np.ndarray) -> np.ndarray:
-        x = image.astype(np.float64) / 255.0
+    def _model_input(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W, C) -> the model's input tensor."""
+        x = images.astype(np.float64) / 255.0
         if self._in_quant is None:
-            return x.astype(np.float32)[None]
+            return x.astype(np.float32)
         scale, zp = self._in_quant
         lo, hi = _INPUT_RANGES[self.input_dtype]
         v = x / scale
         q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zp  # half away from zero, as TFLite
-        return np.clip(q, lo, hi).astype(self.input_dtype)[None]
+        return np.clip(q, lo, hi).astype(self.input_dtype)
 
-    def _features(self) -> np.ndarray:
-        y = self._interp.get_tensor(self._out_index).reshape(self.output_dim)
+    def _features(self, n: int) -> np.ndarray:
+        y = self._interp.get_tensor(self._out_index).reshape(n, self.output_dim)
         if self._out_dtype == np.uint8:
             return (y.astype(np.int16) - 128).astype(np.int8)
         return y.copy()
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self._interp.resize_tensor_input(self._in_index, [n, *self.image_shape])
+            self._interp.allocate_tensors()
+            self._batch = n
 
     def run(self, images: np.ndarray) -> BranchOutput:
         """Features of one uint8 image `(H, W, C)` or a batch `(N, H, W, C)`."""
@@ -158,10 +171,12 @@ class BranchRunner:
         batch = images[None] if single else images
         feats = np.empty((len(batch), self.output_dim),
                          np.int8 if self.output_quantization else np.float32)
-        for i, image in enumerate(batch):
-            self._interp.set_tensor(self._in_index, self._model_input(image))
+        for start in range(0, len(batch), self.max_batch):
+            chunk = batch[start : start + self.max_batch]
+            self._resize(len(chunk))
+            self._interp.set_tensor(self._in_index, self._model_input(chunk))
             self._interp.invoke()
-            feats[i] = self._features()
+            feats[start : start + len(chunk)] = self._features(len(chunk))
         scale, zp = self.output_quantization or (None, None)
         return BranchOutput(feats[0] if single else feats, scale, zp)
 

@@ -1,0 +1,369 @@
+"""Build the pruning ladder of a trained branch: prune level by level, fine-tune each level
+against the frozen head, convert, measure, and cache the int8 features of every view.
+
+For each level, in increasing order, starting from the previous level's fine-tuned branch:
+
+1. prune to the level's channel counts (`slimedge.prune.levels.prune_to_level`, criterion
+   ranked on the previous level's model);
+2. fine-tune the smaller branch with the trained head FROZEN and every view live, on
+   cross-entropy plus feature distillation toward the unpruned branch's features, so a
+   level's features stay interchangeable with every other level's at the aggregator;
+3. convert to TFLite in every format and measure: params, MACs, weight bytes, file sizes,
+   the TFLite Micro arena (in the real interpreter), peak activation bytes, host LiteRT latency;
+4. run the int8 TFLite branch — what a device runs — over every view of the val and test
+   splits and cache its int8 outputs with their scale and zero point.
+
+The whole ladder directory is written at once at the end (a failed build leaves the previous
+ladder as it was). See `slimedge.ladder.store` for the layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimedge.artifacts import atomic_dir, sha256_file, write_json
+from slimedge.convert import FORMATS, to_tflite
+from slimedge.data.container import Dataset
+from slimedge.errors import DatasetError
+from slimedge.ladder.classifier import NumpyClassifier
+from slimedge.ladder.evaluator import Evaluator
+from slimedge.ladder.store import (
+    CACHED_SPLITS,
+    LADDER_FORMAT,
+    LADDER_VERSION,
+    LadderError,
+    level_dir,
+    save_level_features,
+)
+
+DEFAULT_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class LadderConfig:
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    criterion: str = "taylor"  # "l1" | "taylor" | "bn_scale"
+    channel_multiple: int = 4
+    finetune_epochs: int = 2
+    batch_size: int = 32  # objects per step (each with all V views)
+    learning_rate: float = 5e-4
+    distill_weight: float = 1.0  # weight of the normalized feature-distillation term
+    calibration_images: int = 256  # single-view images: int8 calibration and Taylor scores
+    latency_repeats: int = 50
+    seed: int = 0
+
+    def validate(self) -> None:
+        from slimedge.prune.criteria import list_criteria
+        from slimedge.prune.levels import check_level
+
+        levels = [check_level(x) for x in self.levels]
+        if not levels or levels[0] != 0.0:
+            raise LadderError("levels: the ladder must start at level 0 (the unpruned branch)")
+        if any(b <= a for a, b in zip(levels, levels[1:], strict=False)):
+            raise LadderError(f"levels: must be strictly increasing, got {list(self.levels)}")
+        if self.criterion not in list_criteria():
+            raise LadderError(f"criterion: unknown '{self.criterion}' "
+                              f"(known: {', '.join(list_criteria())})")
+        for name in ("channel_multiple", "batch_size", "calibration_images", "latency_repeats"):
+            if int(getattr(self, name)) < 1:
+                raise LadderError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.finetune_epochs < 0:
+            raise LadderError(f"finetune_epochs: must be >= 0, got {self.finetune_epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["levels"] = list(self.levels)
+        return d
+
+
+@dataclass
+class _Level:
+    """One level while the ladder is being built."""
+
+    index: int
+    level: float
+    achieved: float
+    channels: dict[str, int]
+    model: Any  # keras.Model
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def model_hash(train_record: dict[str, Any]) -> str:
+    """Identity of a trained model: the hashes of its branch and head files."""
+    files = train_record.get("files", {})
+    blob = json.dumps({k: files[k] for k in sorted(files)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    from slimedge import __version__
+
+    out = {"slimedge": __version__, "python": platform.python_version(),
+           "numpy": np.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["ai-edge-litert"] = version("ai-edge-litert")
+        out["tflite-micro"] = version("tflite-micro")
+    except Exception:  # noqa: BLE001 - versions are provenance, not a requirement
+        pass
+    return out
+
+
+def _host() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
+            "threads_used": 1}
+
+
+def _calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
+    """Random single-view train images as float32 in [0, 1], plus one image spanning 0..1 so
+    the int8 input quantization is always scale 1/255, zero point -128 (pixel p -> p - 128)."""
+    rng = np.random.default_rng([seed, 7])
+    idx = dataset.indices("train")
+    objs = rng.choice(idx, size=n, replace=len(idx) < n)
+    views = rng.integers(0, dataset.n_views, size=n)
+    imgs = np.stack([np.asarray(dataset.images[o, v]) for o, v in zip(objs, views, strict=True)])
+    x = imgs.astype(np.float32) / 255.0
+    span = np.linspace(0.0, 1.0, x[0].size, dtype=np.float32).reshape(x[0].shape)
+    return np.concatenate([span[None], x])
+
+
+def _finetune(student: Any, head: Any, dataset: Dataset, teacher_train: np.ndarray,
+              cfg: LadderConfig, level_index: int, progress: bool) -> list[dict[str, float]]:
+    """Train `student` (the pruned branch) with the head frozen and all views live."""
+    import keras
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    from slimedge.model.mvcnn import build_mvcnn
+
+    if cfg.finetune_epochs == 0:
+        return []
+    views = dataset.n_views
+    fold_out = build_mvcnn(student, head, views, frozen_head=True, with_features=True)
+    optimizer = keras.optimizers.Adam(cfg.learning_rate)
+    optimizer.build(student.trainable_variables)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    target_power = float(np.mean(teacher_train.astype(np.float64) ** 2)) or 1.0
+    image_shape = tuple(int(s) for s in dataset.images.shape[2:])
+    sig = [tf.TensorSpec((None, views) + image_shape, tf.float32),
+           tf.TensorSpec((None, views), tf.float32),
+           tf.TensorSpec((None,), tf.int32),
+           tf.TensorSpec((None, views, teacher_train.shape[-1]), tf.float32)]
+
+    @tf.function(input_signature=sig)
+    def step(x: Any, mask: Any, y: Any, target: Any) -> Any:
+        with tf.GradientTape() as tape:
+            logits, feats = fold_out([x, mask], training=True)
+            loss_ce = ce(y, logits)
+            loss_kd = tf.reduce_mean(tf.square(feats - target)) / target_power
+            loss = loss_ce + cfg.distill_weight * loss_kd
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables, strict=True))
+        return loss_ce, loss_kd
+
+    train_idx = dataset.indices("train")
+    labels = dataset.labels
+    history = []
+    for epoch in range(cfg.finetune_epochs):
+        order = np.random.default_rng([cfg.seed, level_index, epoch]).permutation(train_idx.size)
+        sums = np.zeros(2)
+        steps = -(-order.size // cfg.batch_size)
+        with tqdm(total=steps, desc=f"  fine-tune epoch {epoch + 1}/{cfg.finetune_epochs}",
+                  unit="step", disable=not progress, leave=False) as bar:
+            for start in range(0, order.size, cfg.batch_size):
+                pos = order[start : start + cfg.batch_size]
+                objs = train_idx[pos]
+                x = np.asarray(dataset.images[objs], np.float32) / 255.0
+                mask = np.ones((len(objs), views), np.float32)
+                out = step(x, mask, labels[objs].astype(np.int32), teacher_train[pos])
+                sums += [float(out[0]) * len(objs), float(out[1]) * len(objs)]
+                bar.update(1)
+        history.append({"epoch": epoch + 1, "loss_ce": sums[0] / order.size,
+                        "loss_distill": sums[1] / order.size})
+    return history
+
+
+def _teacher_features(branch: Any, images: np.ndarray) -> np.ndarray:
+    from slimedge.model.mvcnn import branch_features
+
+    return branch_features(branch, images).astype(np.float32)
+
+
+def _measure(model: Any, calib: np.ndarray, level_path: Path, repeats: int) -> dict[str, Any]:
+    """Convert to every format and measure the costs the later stages read."""
+    from slimedge.model.costs import count_macs, count_params
+    from slimedge.profile import litert, tflm
+
+    sizes: dict[str, int] = {}
+    latency: dict[str, float] = {}
+    for fmt in FORMATS:
+        blob = to_tflite(model, fmt, calib if fmt == "int8" else None)
+        path = level_path / f"branch_{fmt}.tflite"
+        path.write_bytes(blob)
+        sizes[fmt] = len(blob)
+        latency[fmt] = litert.measure_latency(path, repeats=repeats).median_ms
+    int8_path = level_path / "branch_int8.tflite"
+    return {
+        "params": int(count_params(model)),
+        "macs": int(count_macs(model)),
+        "fp32_weight_bytes": litert.constant_bytes(level_path / "branch_float32.tflite"),
+        "int8_weight_bytes": litert.constant_bytes(int8_path),
+        "tflite_int8_bytes": sizes["int8"],
+        "tflm_arena_bytes": tflm.measure_arena(int8_path),
+        "peak_activation_bytes": litert.peak_activation_bytes(int8_path),
+        "latency_ms_int8": latency["int8"],
+        "tflite_bytes": sizes,
+        "latency_ms": latency,
+    }
+
+
+def _cache_features(int8_path: Path, dataset: Dataset) -> tuple[dict[str, np.ndarray], float, int]:
+    """Run the int8 branch over every view of the cached splits, as a device would."""
+    from slimedge.runtime.branch import BranchRunner
+
+    runner = BranchRunner(int8_path, max_batch=256)
+    if runner.output_quantization is None:
+        raise LadderError(f"{int8_path}: int8 branch has no output quantization")
+    out: dict[str, np.ndarray] = {}
+    for split in CACHED_SPLITS:
+        idx = dataset.indices(split)
+        images = np.asarray(dataset.images[idx])  # (N, V, H, W, 1)
+        n, v = images.shape[:2]
+        feats = runner.run(images.reshape((n * v,) + images.shape[2:])).features
+        out[split] = feats.reshape(n, v, -1)
+    scale, zp = runner.output_quantization
+    return out, scale, zp
+
+
+def build_ladder(dataset: Dataset, model_dir: str | os.PathLike, out: str | os.PathLike,
+                 config: LadderConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Build the ladder of the model in `model_dir` (a `slimedge train` output) on `dataset`
+    into directory `out`; returns the manifest."""
+    import keras
+    from tqdm.auto import tqdm
+
+    from slimedge.model.head import head_classifier, head_info
+    from slimedge.model.train import load_trained, set_bn_momentum
+    from slimedge.prune.criteria import calibration_batches
+    from slimedge.prune.levels import original_channels, prune_to_level
+
+    cfg = config or LadderConfig()
+    cfg.validate()
+    t_start = time.perf_counter()
+    branch, head, record = load_trained(model_dir)
+    digest = dataset.content_hash()
+    trained_on = record["dataset"]["content_hash"]
+    if trained_on != digest:
+        raise LadderError(
+            f"{model_dir}: the model was trained on dataset {trained_on[:12]}, not on this "
+            f"dataset ({digest[:12]}): build the ladder from the same dataset")
+    for split in ("train", *CACHED_SPLITS):
+        if dataset.indices(split).size == 0:
+            raise DatasetError(f"dataset split '{split}' holds no objects; the ladder needs it")
+    mhash = model_hash(record)
+    keras.utils.set_random_seed(cfg.seed)
+    info = head_info(head)
+    classifier = NumpyClassifier.from_keras(head_classifier(head))
+
+    calib = _calibration_images(dataset, cfg.calibration_images, cfg.seed)
+    teacher_calib = _teacher_features(branch, (calib[:, None] * 255).round().astype(np.uint8)
+                                      )[:, 0]
+    taylor_batches = calibration_batches(calib, teacher_calib, batch_size=32)
+
+    def distill_loss(y_true: Any, y_pred: Any) -> Any:
+        return keras.ops.mean(keras.ops.square(y_pred - y_true))
+
+    train_images = dataset.images[dataset.indices("train")]
+    teacher_train = _teacher_features(branch, np.asarray(train_images))
+    original = original_channels(branch)
+    bn_momentum = record["config"].get("bn_momentum")
+
+    entries: list[dict[str, Any]] = []
+    with atomic_dir(out) as tmp:
+        prev = branch
+        for i, level in enumerate(tqdm(cfg.levels, desc="ladder", unit="level",
+                                       disable=not progress)):
+            t0 = time.perf_counter()
+            if level == 0.0:
+                current = _Level(i, 0.0, 0.0, dict(original), branch)
+            else:
+                res = prune_to_level(prev, level, original, cfg.criterion,
+                                     multiple=cfg.channel_multiple, calibration=taylor_batches,
+                                     loss_fn=distill_loss)
+                set_bn_momentum(res.model, bn_momentum)
+                current = _Level(i, level, res.achieved, dict(res.channels), res.model)
+                current.history = _finetune(res.model, head, dataset, teacher_train, cfg, i,
+                                            progress)
+            ldir = level_dir(tmp, i)
+            ldir.mkdir(parents=True)
+            current.model.save(ldir / "branch.keras")
+            costs = _measure(current.model, calib, ldir, cfg.latency_repeats)
+            feats, scale, zp = _cache_features(ldir / "branch_int8.tflite", dataset)
+            save_level_features(ldir / "features.npz", feats, scale, zp)
+            entries.append({
+                "index": i, "level": float(level), "achieved": float(current.achieved),
+                "channels": current.channels, **costs,
+                "feature_quant": {"scale": scale, "zero_point": zp},
+                "finetune": current.history,
+                "seconds": round(time.perf_counter() - t0, 3),
+            })
+            prev = current.model
+
+        classifier.save(tmp / "classifier.npz")
+        with open(tmp / "labels.npz", "wb") as fh:
+            np.savez(fh, **{s: dataset.labels[dataset.indices(s)] for s in CACHED_SPLITS})
+        head.save(tmp / "head.keras")
+        # Accuracy of each level with every view at that level, from the cache just written.
+        manifest = {
+            "format": LADDER_FORMAT, "format_version": LADDER_VERSION,
+            "dataset_hash": digest, "model_hash": mhash, "model_dir": str(model_dir),
+            "views": dataset.n_views, "feature_dim": int(info["feature_dim"]),
+            "n_classes": int(info["n_classes"]), "class_names": list(dataset.class_names),
+            "pool_mode": info["pooling"], "backbone": record["branch"]["backbone"],
+            "criterion": cfg.criterion, "channel_multiple": cfg.channel_multiple,
+            "original_channels": original, "config": cfg.to_dict(),
+            "head_classifier_macs": int(sum(w.size for w in classifier.weights)),
+            "host": _host(), "versions": _versions(), "levels": entries,
+        }
+        for split in CACHED_SPLITS:
+            ev = Evaluator.from_ladder(tmp, split, manifest=manifest)
+            for e in entries:
+                e[f"{split}_accuracy"] = ev.accuracy([e["index"]] * dataset.n_views)
+        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p)
+                             for p in sorted(tmp.rglob("*")) if p.is_file()
+                             and p.name != "manifest.json"}
+        manifest["seconds"] = round(time.perf_counter() - t_start, 3)
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def check_ladder_inputs(manifest: dict[str, Any], *, dataset_hash: str | None = None,
+                        model_hash_: str | None = None, where: str = "ladder") -> None:
+    """A ladder used with a dataset or model other than the one it was built from is an error."""
+    if dataset_hash is not None and manifest["dataset_hash"] != dataset_hash:
+        raise LadderError(f"{where}: built from dataset {manifest['dataset_hash'][:12]}, "
+                          f"not from this dataset ({dataset_hash[:12]})")
+    if model_hash_ is not None and manifest["model_hash"] != model_hash_:
+        raise LadderError(f"{where}: built from model {manifest['model_hash'][:12]}, "
+                          f"not from this model ({model_hash_[:12]})")

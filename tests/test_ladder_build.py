@@ -1,0 +1,135 @@
+"""The ladder built for real on a tiny dataset and model: measured costs, cached features, the
+evaluator's exactness against the int8 TFLite branches a device runs, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from slimedge import _core  # noqa: E402
+from slimedge.cli import main  # noqa: E402
+from slimedge.data.generator import GeneratorConfig, generate  # noqa: E402
+from slimedge.ladder.build import LadderConfig, build_ladder  # noqa: E402
+from slimedge.ladder.evaluator import Evaluator  # noqa: E402
+from slimedge.ladder.store import LEVEL_KEYS, LadderError, level_dir, read_manifest  # noqa: E402
+from slimedge.model.train import TrainConfig, train  # noqa: E402
+
+CLASSES = ("chair", "table", "cup", "monitor")
+LEVELS = (0.0, 0.5, 0.75)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ladder")
+    ds = generate(GeneratorConfig.tiny(classes=CLASSES, objects_per_class=12, image_size=16),
+                  workers=1, progress=False)
+    ds.save(root / "dataset")
+    cfg = TrainConfig(epochs=4, feature_dim=16, width=0.5, head_hidden=16, batch_size=8,
+                      failout_warmup_epochs=1, failout_ramp_epochs=1, patience=10)
+    train(ds, cfg, out_dir=root / "model", progress=False)
+    manifest = build_ladder(ds, root / "model", root / "ladder",
+                            LadderConfig(levels=LEVELS, finetune_epochs=1, latency_repeats=5,
+                                         calibration_images=32), progress=False)
+    return root, ds, manifest
+
+
+def test_manifest_records_measured_costs(built):
+    root, ds, manifest = built
+    again = read_manifest(root / "ladder")
+    assert again["levels"] == manifest["levels"]
+    levels = manifest["levels"]
+    assert [e["level"] for e in levels] == list(LEVELS)
+    for e in levels:
+        for key in LEVEL_KEYS:
+            assert key in e
+        assert set(e["tflite_bytes"]) == {"int8", "float16", "dynamic", "float32"}
+        assert e["tflm_arena_bytes"] > 0 and e["latency_ms_int8"] > 0
+        assert (level_dir(root / "ladder", e["index"]) / "branch_int8.tflite").is_file()
+    # Pruning makes the branch physically smaller: params, MACs, file and TFLM arena shrink.
+    for key in ("params", "macs", "tflite_int8_bytes", "tflm_arena_bytes"):
+        values = [e[key] for e in levels]
+        assert values[-1] < values[0], key
+    assert manifest["views"] == ds.n_views and manifest["dataset_hash"] == ds.content_hash()
+
+
+def test_evaluator_equals_running_the_int8_branches(built):
+    """Evaluator predictions == each view's int8 TFLite branch run now (as a device would),
+    pooled by the core and classified by the head's Keras classifier."""
+    import keras
+
+    from slimedge.model.head import head_classifier
+    from slimedge.runtime.branch import BranchRunner
+
+    root, ds, manifest = built
+    ev = Evaluator.from_ladder(root / "ladder", "test")
+    head = keras.saving.load_model(root / "ladder" / "head.keras", compile=False)
+    classifier = head_classifier(head)
+    images, labels = ds.subset("test")
+    np.testing.assert_array_equal(ev.labels, labels)
+    runners = [BranchRunner(level_dir(root / "ladder", i) / "branch_int8.tflite")
+               for i in range(len(LEVELS))]
+    rng = np.random.default_rng(0)
+    V = ds.n_views
+    for _ in range(3):
+        levels = rng.integers(0, len(LEVELS), V)
+        live = rng.random(V) < 0.7
+        live[rng.integers(V)] = True
+        feats = np.stack([runners[levels[v]].run(images[:, v]).features for v in range(V)], 1)
+        scale = np.array([runners[lv].output_quantization[0] for lv in levels], np.float32)
+        zp = np.array([runners[lv].output_quantization[1] for lv in levels], np.int32)
+        pooled, empty = _core.pool(feats, live, mode=manifest["pool_mode"], scale=scale,
+                                   zero_point=zp)
+        want = np.argmax(classifier.predict(pooled, verbose=0), axis=1)
+        want[empty] = -1
+        np.testing.assert_array_equal(ev.predictions(levels, live), want)
+
+
+def test_cli_info_evaluate_importance(built, capsys):
+    root, ds, _ = built
+    ladder = str(root / "ladder")
+    assert main(["ladder", "info", ladder, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert isinstance(info["levels"], list) and len(info["levels"]) == len(LEVELS)
+    for key in LEVEL_KEYS:
+        assert key in info["levels"][0]
+
+    levels = ",".join(str(i % len(LEVELS)) for i in range(ds.n_views))
+    assert main(["evaluate", ladder, "--levels", levels, "--dead", "2,5", "--split", "test",
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    live = np.ones(ds.n_views, bool)
+    live[[2, 5]] = False
+    want = Evaluator.from_ladder(ladder, "test").accuracy(
+        [i % len(LEVELS) for i in range(ds.n_views)], live)
+    assert got["accuracy"] == pytest.approx(want) and got["dead"] == [2, 5]
+
+    out = root / "importance.json"
+    assert main(["importance", ladder, "--json", "--out", str(out)]) == 0
+    imp = json.loads(capsys.readouterr().out)
+    for key in ("shapley", "leave_one_out", "ratio"):
+        assert len(imp[key]) == ds.n_views
+    assert json.loads(out.read_text())["shapley"] == imp["shapley"]
+    assert out.with_suffix(".png").is_file()
+
+
+def test_bad_inputs_are_named_and_nothing_is_overwritten(built, tmp_path, capsys):
+    root, ds, _ = built
+    ladder = root / "ladder"
+    before = (ladder / "manifest.json").read_bytes()
+    other = generate(GeneratorConfig.tiny(classes=CLASSES, objects_per_class=12, image_size=16,
+                                          seed=99), workers=1, progress=False)
+    with pytest.raises(LadderError, match="the model was trained on dataset"):
+        build_ladder(other, root / "model", ladder, LadderConfig(levels=(0.0,)), progress=False)
+    assert (ladder / "manifest.json").read_bytes() == before
+    with pytest.raises(Exception, match=r"pruning level 1.0 is outside \[0, 1\)"):
+        LadderConfig(levels=(0.0, 1.0)).validate()
+    assert main(["evaluate", str(ladder), "--levels", "0,9", "--json"]) == 2
+    assert "--levels: expected 12 values" in capsys.readouterr().err
+    assert main(["evaluate", str(ladder), "--levels", "7", "--json"]) == 2
+    assert "has level index 7" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope"), "--levels", "0"]) == 2
+    assert "no such ladder" in capsys.readouterr().err
