@@ -127,6 +127,22 @@ def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd.importance)
 
 
+def _export_parsers(sub: argparse._SubParsersAction) -> None:
+    from slimedge.export import commands as cmd
+
+    keys = sub.add_parser("keys", help="signing keys for deployments")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    p = ksub.add_parser("generate", help="a new Ed25519 key pair (private + public PEM)")
+    cmd.add_keys_generate_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.keys_generate)
+
+    p = sub.add_parser("verify", help="check a deployment: signature, hashes, artifacts load")
+    cmd.add_verify_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.verify)
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
@@ -152,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _ladder_parsers(sub)
     _device_parsers(sub)
+    _export_parsers(sub)
     _demo_parser(sub)
     return parser
 

@@ -1,42 +1,124 @@
 """`slimedge demo`: the whole pipeline on built-in defaults, into one work folder.
 
-Stages so far: dataset (built-in generator) -> report. Each later stage adds itself here.
-A stage whose inputs did not change is skipped, so a second run is cheap and an interrupted
-run resumes where it stopped.
+Stages: dataset (built-in generator) -> model (MVCNN with failout) -> ladder (pruning levels
+with measured costs and cached features) -> importance -> report. Each later stage adds
+itself here. A stage whose inputs did not change is skipped, so a second run is cheap and an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from slimedge.pipeline import Stage, WorkFolder
 
 
-def _dataset_stage(work: WorkFolder, quick: bool, workers: int | None, progress: bool) -> Stage:
-    from slimedge.data.container import FORMAT_VERSION
-    from slimedge.data.generator import GeneratorConfig
+@dataclass(frozen=True)
+class DemoSettings:
+    generator: Any  # GeneratorConfig
+    train: Any  # TrainConfig
+    ladder: Any  # LadderConfig
 
-    config = GeneratorConfig.quick() if quick else GeneratorConfig.default()
+
+def settings(quick: bool) -> DemoSettings:
+    from slimedge.data.generator import GeneratorConfig
+    from slimedge.ladder.build import LadderConfig
+    from slimedge.model.train import TrainConfig
+
+    if quick:
+        return DemoSettings(
+            generator=GeneratorConfig.quick(),
+            train=TrainConfig(epochs=10, width=0.5, feature_dim=64, head_hidden=64,
+                              failout_rate=0.25, failout_warmup_epochs=2, failout_ramp_epochs=2,
+                              patience=4),
+            ladder=LadderConfig(levels=(0.0, 0.25, 0.5, 0.75), finetune_epochs=1,
+                                latency_repeats=20, calibration_images=64),
+        )
+    return DemoSettings(
+        generator=GeneratorConfig.default(),
+        train=TrainConfig(epochs=30, failout_rate=0.25, failout_warmup_epochs=3,
+                          failout_ramp_epochs=3, patience=6),
+        ladder=LadderConfig(),
+    )
+
+
+def _dataset_stage(work: WorkFolder, s: DemoSettings, workers: int | None,
+                   progress: bool) -> Stage:
+    from slimedge.data.container import FORMAT_VERSION
 
     def run(out: Path) -> dict[str, Any]:
         from slimedge.data.generator import generate
 
-        ds = generate(config, workers=workers, progress=progress)
+        ds = generate(s.generator, workers=workers, progress=progress)
         digest = ds.save(out)
         return {"content_hash": digest, "objects": ds.n_objects, "views": ds.n_views,
                 "classes": len(ds.class_names), "image_size": list(ds.image_size)}
 
-    inputs = {"generator": config.to_dict(), "format_version": FORMAT_VERSION}
+    inputs = {"generator": s.generator.to_dict(), "format_version": FORMAT_VERSION}
     return Stage("dataset", "dataset", inputs, run)
+
+
+def _model_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
+    def run(out: Path) -> dict[str, Any]:
+        from slimedge.data.container import load_dataset
+        from slimedge.ladder.build import model_hash
+        from slimedge.model.train import train
+
+        result = train(load_dataset(work.path("dataset")), s.train, out_dir=out,
+                       progress=progress)
+        return {"model_hash": model_hash(result.record), "val_accuracy": result.val_accuracy,
+                "test_accuracy": result.test_accuracy, "best_epoch": result.best_epoch}
+
+    inputs = {"dataset": work.record("dataset").get("content_hash"), "train": s.train.to_dict()}
+    return Stage("model", "model", inputs, run)
+
+
+def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
+    def run(out: Path) -> dict[str, Any]:
+        from slimedge.data.container import load_dataset
+        from slimedge.ladder.build import build_ladder
+
+        manifest = build_ladder(load_dataset(work.path("dataset")), work.path("model"), out,
+                                s.ladder, progress=progress)
+        return {"levels": len(manifest["levels"]), "model_hash": manifest["model_hash"],
+                "files_hash": _hash_of(manifest["files"])}
+
+    inputs = {"dataset": work.record("dataset").get("content_hash"),
+              "model": work.record("model").get("model_hash"), "ladder": s.ladder.to_dict()}
+    return Stage("ladder", "ladder", inputs, run)
+
+
+def _importance_stage(work: WorkFolder) -> Stage:
+    def run(out: Path) -> dict[str, Any]:
+        from slimedge.artifacts import write_json
+        from slimedge.ladder.evaluator import Evaluator
+        from slimedge.ladder.importance import view_importance
+
+        ev = Evaluator.from_ladder(work.path("ladder"), "val")
+        result = view_importance(ev)
+        result["split"] = "val"
+        result["vs_failed"] = {
+            split: Evaluator.from_ladder(work.path("ladder"), split).accuracy_vs_failed(
+                [0] * ev.n_views)
+            for split in ("val", "test")
+        }
+        write_json(out, result)
+        return {"full_accuracy": result["full_accuracy"]}
+
+    inputs = {"ladder": work.record("ladder").get("files_hash")}
+    return Stage("importance", "importance.json", inputs, run)
 
 
 def _report_stage(work: WorkFolder) -> Stage:
     from slimedge.report import REPORT_VERSION, write_report
 
-    inputs = {"dataset": work.record("dataset").get("content_hash"), "version": REPORT_VERSION}
+    inputs = {name: work.state.get(name, {}).get("fingerprint")
+              for name in ("dataset", "model", "ladder", "importance")}
+    inputs["version"] = REPORT_VERSION
 
     def run(out: Path) -> dict[str, Any]:
         return write_report(work, out)
@@ -44,13 +126,23 @@ def _report_stage(work: WorkFolder) -> Stage:
     return Stage("report", "report", inputs, run)
 
 
+def _hash_of(obj: Any) -> str:
+    from slimedge.pipeline import fingerprint
+
+    return fingerprint(obj)
+
+
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     work = WorkFolder(args.work)
     progress = not args.json
+    s = settings(args.quick)
     outcomes = []
     # Stages are built one at a time: each reads the records of the ones before it.
     for make in (
-        lambda: _dataset_stage(work, args.quick, args.workers, progress),
+        lambda: _dataset_stage(work, s, args.workers, progress),
+        lambda: _model_stage(work, s, progress),
+        lambda: _ladder_stage(work, s, progress),
+        lambda: _importance_stage(work),
         lambda: _report_stage(work),
     ):
         stage = make()

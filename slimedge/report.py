@@ -3,13 +3,14 @@ artifacts. Each pipeline stage contributes a section once its artifact exists.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from slimedge.artifacts import atomic_dir
 from slimedge.pipeline import WorkFolder
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 def _dataset_section(work: WorkFolder, out: Path) -> list[str]:
@@ -33,13 +34,89 @@ def _dataset_section(work: WorkFolder, out: Path) -> list[str]:
     ]
 
 
+def _model_section(work: WorkFolder) -> list[str]:
+    record = json.loads((work.path("model") / "train.json").read_text())
+    cfg = record["config"]
+    lines = [
+        "## Model",
+        "",
+        f"- branch `{cfg['backbone']}` (width {cfg['width']}), {record['branch']['params']:,} "
+        f"parameters, D = {cfg['feature_dim']}; head pooling `{cfg['pooling']}`",
+        f"- failout rate {cfg['failout_rate']} ({cfg['failout_schedule']}, "
+        f"{cfg['failout_sampler']}); best epoch {record['best_epoch']} of "
+        f"{record['epochs_run']}",
+        f"- val accuracy {record['val_accuracy']:.3f}",
+    ]
+    if record.get("test"):
+        lines.append(f"- test accuracy {record['test']['accuracy']:.3f} (float Keras branch)")
+    return lines + [""]
+
+
+def _ladder_section(work: WorkFolder, out: Path) -> list[str]:
+    from slimedge.ladder.plots import plot_ladder_costs
+    from slimedge.ladder.store import read_manifest
+
+    manifest = read_manifest(work.path("ladder"))
+    levels = manifest["levels"]
+    plot_ladder_costs(levels, out / "ladder_costs.png")
+    rows = [
+        "| level | achieved | params | MACs | int8 .tflite B | TFLM arena B | peak act. B "
+        "| int8 ms | val acc | test acc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in levels:
+        rows.append(
+            f"| {e['level']:.2f} | {e['achieved']:.3f} | {e['params']:,} | {e['macs']:,} | "
+            f"{e['tflite_int8_bytes']:,} | {e['tflm_arena_bytes']:,} | "
+            f"{e['peak_activation_bytes']:,} | {e['latency_ms_int8']:.3f} | "
+            f"{e['val_accuracy']:.3f} | {e.get('test_accuracy', float('nan')):.3f} |")
+    return ["## Pruning ladder", "",
+            f"Criterion `{manifest['criterion']}`, channels rounded to multiples of "
+            f"{manifest['channel_multiple']}; host {manifest['host']['cpu']}, one thread.",
+            "", *rows, "", "![ladder costs](ladder_costs.png)", ""]
+
+
+def _importance_section(work: WorkFolder, out: Path) -> list[str]:
+    from slimedge.ladder.plots import plot_importance, plot_vs_failed
+
+    result = json.loads(work.path("importance").read_text())
+    plot_importance(result, out / "importance.png")
+    plot_vs_failed({f"level 0, {k}": v for k, v in result["vs_failed"].items()},
+                   out / "vs_failed.png")
+    rows = ["| view | single-view acc | leave-one-out drop | Shapley | published ratio |",
+            "|---|---|---|---|---|"]
+    for v, (single, loo, shap, ratio) in enumerate(zip(
+            result["single_view_accuracy"], result["leave_one_out"], result["shapley"],
+            result["ratio"], strict=True)):
+        rows.append(f"| {v} | {single:.3f} | {loo:+.3f} | {shap:.4f} | {ratio:.3f} |")
+    curve = result["vs_failed"]["test"]
+    failed = ", ".join(f"k={r['k']}: {r['mean']:.3f} (worst {r['worst']:.3f})"
+                       for r in curve)
+    return ["## View importance (val split, every view at level 0)", "",
+            f"Full accuracy {result['full_accuracy']:.3f}; exact Shapley values over all "
+            f"{result['evaluations'] + 1} live sets.", "", *rows, "",
+            "![view importance](importance.png)", "",
+            "## Accuracy vs failed views (int8 features, level 0)", "",
+            f"Test split, mean and worst over failure sets: {failed}", "",
+            "![accuracy vs failed views](vs_failed.png)", ""]
+
+
+SECTIONS = (
+    ("dataset", "dataset", _dataset_section),
+    ("model", "model", lambda work, out: _model_section(work)),
+    ("ladder", "ladder", _ladder_section),
+    ("importance", "importance", _importance_section),
+)
+
+
 def write_report(work: WorkFolder, out: Path) -> dict[str, Any]:
     """Rebuild `out` (atomically) from what the work folder holds; returns the record."""
     with atomic_dir(out) as tmp:
         lines = ["# SlimEdge demo report", ""]
         sections = []
-        if work.path("dataset").exists():
-            lines += _dataset_section(work, tmp)
-            sections.append("dataset")
+        for name, key, section in SECTIONS:
+            if work.path(key).exists():
+                lines += section(work, tmp)
+                sections.append(name)
         (tmp / "index.md").write_text("\n".join(lines) + "\n")
     return {"sections": sections}
