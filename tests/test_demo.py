@@ -1,0 +1,32 @@
+"""`slimedge demo --quick` end to end: every stage's artifact at its fixed path, a resumed run
+skips what is up to date, and the report covers each stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from slimedge.cli import main  # noqa: E402
+
+
+def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
+    work = tmp_path / "work"
+    assert main(["demo", "--quick", "--work", str(work), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    stages = first["stages"]
+    assert all(s["status"] == "ran" for s in stages.values())
+    for sub in ("dataset", "model", "ladder", "importance.json", "report/index.md"):
+        assert (work / sub).exists(), sub
+    report = (work / "report" / "index.md").read_text()
+    for heading in ("## Dataset", "## Model", "## Pruning ladder", "## View importance"):
+        assert heading in report
+    for png in ("contact_sheet.png", "ladder_costs.png", "importance.png", "vs_failed.png"):
+        assert (work / "report" / png).stat().st_size > 0
+
+    assert main(["demo", "--quick", "--work", str(work), "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert all(s["status"] == "skipped" for s in second["stages"].values())
+    assert second["stages"]["ladder"]["files_hash"] == stages["ladder"]["files_hash"]
