@@ -144,3 +144,12 @@ def test_classifier_rejects_unknown_layers(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(ClassifierError, match="bad.npz: not a classifier file"):
         NumpyClassifier.load(tmp_path / "bad.npz")
+
+
+def test_float_features_are_pooled_without_quantization():
+    ev = planted()
+    floats = (ev.features.astype(np.float32) * 0.05)
+    fev = Evaluator(floats, None, None, ev.labels, ev.classifier, "max")
+    levels = [0, 1, 2, 1, 0]
+    live = np.array([1, 1, 0, 1, 1], bool)
+    np.testing.assert_array_equal(fev.predictions(levels, live), ev.predictions(levels, live))

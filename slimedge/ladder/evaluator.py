@@ -30,8 +30,8 @@ from slimedge.ladder.store import (
 @dataclass
 class Evaluator:
     features: np.ndarray  # int8 (L, N, V, D): every level's features for every view
-    scales: np.ndarray  # float32 (L,)
-    zero_points: np.ndarray  # int32 (L,)
+    scales: np.ndarray | None  # float32 (L,); None for float32 features
+    zero_points: np.ndarray | None  # int32 (L,); None for float32 features
     labels: np.ndarray  # (N,)
     classifier: NumpyClassifier
     mode: str = "max"
@@ -76,12 +76,15 @@ class Evaluator:
                               f"indices 0..{self.n_levels - 1}")
         return lv
 
-    def gather(self, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The (N, V, D) int8 features a fleet at these levels would send, with per-view
-        scale and zero point."""
+    def gather(self, levels: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None,
+                                                      np.ndarray | None]:
+        """The (N, V, D) features a fleet at these levels would send, with per-view scale and
+        zero point (None for float features)."""
         lv = self._check_levels(levels)
         views = np.arange(self.n_views)
         feats = np.ascontiguousarray(self.features[lv, :, views, :].transpose(1, 0, 2))
+        if self.scales is None or self.zero_points is None:
+            return feats, None, None
         return feats, self.scales[lv], self.zero_points[lv]
 
     def predictions(
