@@ -8,7 +8,6 @@ classifier. A frame whose every view is dead has no prediction and counts as wro
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimedge import _core
+from slimedge.failure_sets import failure_subsets, live_masks
 from slimedge.ladder.classifier import NumpyClassifier
 from slimedge.ladder.store import (
     LadderError,
@@ -128,16 +128,9 @@ class Evaluator:
         rng = np.random.default_rng(seed)
         rows = []
         for k in range(V):
-            n_sets = math.comb(V, k)
-            exact = n_sets <= max_subsets
-            if exact:
-                dead_sets = list(itertools.combinations(range(V), k))
-            else:
-                dead_sets = [tuple(rng.choice(V, k, replace=False)) for _ in range(max_subsets)]
-            masks = np.ones((len(dead_sets), V), bool)
-            for i, dead in enumerate(dead_sets):
-                masks[i, list(dead)] = False
-            acc = self.accuracy_over_masks(levels, masks)
+            exact = math.comb(V, k) <= max_subsets
+            dead_sets = failure_subsets(V, k, max_subsets, rng)
+            acc = self.accuracy_over_masks(levels, live_masks(V, dead_sets))
             rows.append({"k": k, "mean": float(acc.mean()), "worst": float(acc.min()),
                          "subsets": len(dead_sets), "exact": exact})
         return rows

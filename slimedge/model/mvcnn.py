@@ -10,9 +10,7 @@ the head's classifier, which is exactly what the planner's evaluator and the agg
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from itertools import combinations
 from typing import Any
 
 import keras
@@ -146,36 +144,25 @@ def evaluate(branch: keras.Model, head: keras.Model, dataset: Dataset, split: st
     return accuracy_from_features(head, features, labels, live)
 
 
-def failure_subsets(views: int, k: int, max_subsets: int, rng: np.random.Generator
-                    ) -> list[tuple[int, ...]]:
-    """All k-subsets of the views if there are at most ``max_subsets``, else that many
-    distinct ones drawn at random."""
-    total = math.comb(views, k)
-    if total <= max_subsets:
-        return list(combinations(range(views), k))
-    chosen: set[tuple[int, ...]] = set()
-    while len(chosen) < max_subsets:
-        chosen.add(tuple(sorted(rng.choice(views, size=k, replace=False).tolist())))
-    return sorted(chosen)
-
-
 def accuracy_vs_failed_views_from_features(
         head: keras.Model, features: np.ndarray, labels: np.ndarray, *,
         ks: Sequence[int] | None = None, max_subsets: int = 32, seed: int = 0
 ) -> dict[int, float]:
-    """k failed views -> accuracy averaged over failure sets of size k (k = 0 … V-1)."""
-    n, v = features.shape[:2]
-    ks = range(v) if ks is None else ks
-    rng = np.random.default_rng(seed)
-    out: dict[int, float] = {}
+    """k failed views -> accuracy averaged over failure sets of size k (k = 0 … V-1), measured
+    by the planner's evaluator (C++ pooling + the head's classifier) on float features."""
+    from slimedge.ladder.classifier import NumpyClassifier
+    from slimedge.ladder.evaluator import Evaluator
+    from slimedge.model.head import head_classifier
+
+    v = features.shape[1]
+    ks = list(range(v)) if ks is None else list(ks)
     for k in ks:
         if not 0 <= k < v:
             raise ModelConfigError(f"ks: k must lie in 0..{v - 1}, got {k}")
-        accs = [accuracy_from_features(head, features, labels,
-                                       dead_to_live(list(dead), n, v))
-                for dead in failure_subsets(v, k, max_subsets, rng)]
-        out[int(k)] = float(np.mean(accs))
-    return out
+    ev = Evaluator(np.asarray(features, np.float32)[None], None, None, np.asarray(labels),
+                   NumpyClassifier.from_keras(head_classifier(head)), head_info(head)["pooling"])
+    rows = ev.accuracy_vs_failed([0] * v, max_subsets=max_subsets, seed=seed)
+    return {int(r["k"]): r["mean"] for r in rows if r["k"] in ks}
 
 
 def accuracy_vs_failed_views(branch: keras.Model, head: keras.Model, dataset: Dataset,
