@@ -137,6 +137,11 @@ def _export_parsers(sub: argparse._SubParsersAction) -> None:
     _add_json(p)
     p.set_defaults(handler=cmd.keys_generate)
 
+    p = sub.add_parser("export", help="per-device artifacts, verified, in a signed deployment")
+    cmd.add_export_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.export)
+
     p = sub.add_parser("verify", help="check a deployment: signature, hashes, artifacts load")
     cmd.add_verify_options(p)
     _add_json(p)

@@ -38,16 +38,24 @@ def to_tflite(
     representative: np.ndarray | None = None,
     *,
     max_calibration: int = 200,
+    static_batch: int | None = None,
 ) -> bytes:
     """Convert `model` (a single-input Keras model) to TFLite bytes in format `fmt`.
 
     `representative` (float32, the model's input layout with a leading batch axis) calibrates
     int8 activations; required for "int8". Its value range sets the input quantization: images
     scaled to [0, 1] give scale 1/255 and zero point -128, so a uint8 pixel p maps to p - 128.
+
+    `static_batch`: None keeps the model's batch axis as it is (dynamic for a model built with
+    `keras.Input(shape)`); a number fixes it (`with_static_batch`), as device artifacts need:
+    the Edge TPU compiler refuses dynamic shapes and microcontrollers plan memory statically.
+    The weights and the calibration are the same, so the arithmetic per image is too.
     """
     if fmt not in FORMATS:
         raise ConversionError(f"format: unknown TFLite format '{fmt}' (expected one of {FORMATS})")
     tf = _tf()
+    if static_batch is not None:
+        model = with_static_batch(model, static_batch)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if fmt == "int8":
         if representative is None or len(representative) == 0:
@@ -80,3 +88,29 @@ def to_tflite(
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises assorted types; name the model
         raise ConversionError(f"model '{model.name}': {fmt} conversion failed: {exc}") from exc
+
+
+def with_static_batch(model: Any, batch: int = 1) -> Any:
+    """A copy of single-input `model` whose input has a fixed batch size (same layers, same
+    weights)."""
+    import keras
+
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConversionError(f"model '{model.name}': static batch must be an integer >= 1, "
+                              f"got {batch!r}")
+    if len(model.inputs) != 1:
+        raise ConversionError(f"model '{model.name}': a static batch needs a single-input "
+                              f"model, it has {len(model.inputs)} inputs")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise ConversionError(f"model '{model.name}': input shape {shape} has unknown "
+                              "dimensions besides the batch axis")
+    try:
+        clone = keras.models.clone_model(
+            model, input_tensors=keras.Input(shape, batch_size=batch,
+                                             dtype=model.inputs[0].dtype))
+        clone.set_weights(model.get_weights())
+    except Exception as exc:  # Keras raises assorted types for models it cannot clone
+        raise ConversionError(f"model '{model.name}': cannot rebuild it with a static batch "
+                              f"of {batch}: {exc}") from exc
+    return clone

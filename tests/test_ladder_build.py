@@ -16,25 +16,15 @@ from slimedge.data.generator import GeneratorConfig, generate  # noqa: E402
 from slimedge.ladder.build import LadderConfig, build_ladder  # noqa: E402
 from slimedge.ladder.evaluator import Evaluator  # noqa: E402
 from slimedge.ladder.store import LEVEL_KEYS, LadderError, level_dir, read_manifest  # noqa: E402
-from slimedge.model.train import TrainConfig, train  # noqa: E402
 
-CLASSES = ("chair", "table", "cup", "monitor")
+CLASSES = ("chair", "table", "cup", "monitor")  # as the session's tiny ladder (conftest.py)
 LEVELS = (0.0, 0.5, 0.75)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ladder")
-    ds = generate(GeneratorConfig.tiny(classes=CLASSES, objects_per_class=12, image_size=16),
-                  workers=1, progress=False)
-    ds.save(root / "dataset")
-    cfg = TrainConfig(epochs=4, feature_dim=16, width=0.5, head_hidden=16, batch_size=8,
-                      failout_warmup_epochs=1, failout_ramp_epochs=1, patience=10)
-    train(ds, cfg, out_dir=root / "model", progress=False)
-    manifest = build_ladder(ds, root / "model", root / "ladder",
-                            LadderConfig(levels=LEVELS, finetune_epochs=1, latency_repeats=5,
-                                         calibration_images=32), progress=False)
-    return root, ds, manifest
+def built(tiny_ladder):
+    """The session's tiny ladder (tests/conftest.py): (root, dataset, manifest)."""
+    return tuple(tiny_ladder)
 
 
 def test_manifest_records_measured_costs(built):

@@ -50,3 +50,61 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     )
     report.raise_if_failed()
     return report.to_dict()
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fleet", required=True, metavar="F",
+                   help="fleet file, or a fleet name in firmware_configs/fleets")
+    p.add_argument("--ladder", required=True, metavar="L", help="ladder directory")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="deployment directory (replaced whole, only when the export verifies)")
+    p.add_argument("--levels", default=None, metavar="LEVELS",
+                   help="level index per view (0,0,3,...), one for all, or fractions (0.5,...); "
+                   "default: per view the least-pruned level that fits its device")
+    p.add_argument("--plan", default=None, metavar="PLAN",
+                   help="plan JSON: levels and devices from views[*].level_index/.device, and "
+                   "its contingency table for the aggregator (instead of --levels)")
+    p.add_argument("--dataset", default=None, metavar="DS",
+                   help="the dataset the ladder was built from (default: <ladder>/../dataset "
+                   "when its content hash matches)")
+    p.add_argument("--key", default=None, metavar="PRIVATE_PEM",
+                   help="Ed25519 private key to sign with (default: <out>/../keys/, generated "
+                   "there when absent)")
+    p.add_argument("--format", dest="formats", action="append", default=[],
+                   metavar="DEVICE=FMT",
+                   help="ship DEVICE in format FMT instead of its board's preferred format "
+                   "(repeatable; the board must accept FMT)")
+    p.add_argument("--allow-misfit", action="store_true",
+                   help="export a level that does not fit its device's memory (reported)")
+    p.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
+                   help="top-1 agreement with Keras on the test split required (default 0.99; "
+                   "a lower value is reported as a warning)")
+
+
+def _parse_formats(items: list[str]) -> dict[str, str]:
+    from slimedge.export import ExportError
+
+    out: dict[str, str] = {}
+    for item in items:
+        device, sep, fmt = item.partition("=")
+        if not sep or not device.strip() or not fmt.strip():
+            raise ExportError(f"--format: expected DEVICE=FMT, got {item!r}")
+        out[device.strip()] = fmt.strip()
+    return out
+
+
+def export(args: argparse.Namespace) -> dict[str, Any]:
+    """`slimedge export`: the summary of a verified, signed deployment."""
+    from slimedge.export.deploy import export_deployment
+    from slimedge.ladder.commands import parse_levels
+    from slimedge.ladder.store import read_manifest
+
+    levels = None
+    if args.levels is not None:
+        levels = parse_levels(args.levels, read_manifest(args.ladder))
+    return export_deployment(
+        args.fleet, args.ladder, levels, args.out,
+        dataset=args.dataset, plan=args.plan, key_path=args.key,
+        allow_misfit=args.allow_misfit, progress=not getattr(args, "json", False),
+        formats=_parse_formats(args.formats) or None, min_agreement=args.min_agreement,
+    )

@@ -135,9 +135,11 @@ def _host() -> dict[str, Any]:
             "threads_used": 1}
 
 
-def _calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
+def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
     """Random single-view train images as float32 in [0, 1], plus one image spanning 0..1 so
-    the int8 input quantization is always scale 1/255, zero point -128 (pixel p -> p - 128)."""
+    the int8 input quantization is always scale 1/255, zero point -128 (pixel p -> p - 128).
+    Deterministic from (dataset, n, seed): export recomputes it from the manifest's `config`
+    (`calibration_images`, `seed`) so device artifacts are quantized as the ladder's were."""
     rng = np.random.default_rng([seed, 7])
     idx = dataset.indices("train")
     objs = rng.choice(idx, size=n, replace=len(idx) < n)
@@ -286,7 +288,7 @@ def build_ladder(dataset: Dataset, model_dir: str | os.PathLike, out: str | os.P
     info = head_info(head)
     classifier = NumpyClassifier.from_keras(head_classifier(head))
 
-    calib = _calibration_images(dataset, cfg.calibration_images, cfg.seed)
+    calib = calibration_images(dataset, cfg.calibration_images, cfg.seed)
     teacher_calib = _teacher_features(branch, (calib[:, None] * 255).round().astype(np.uint8)
                                       )[:, 0]
     taylor_batches = calibration_batches(calib, teacher_calib, batch_size=32)
