@@ -162,6 +162,8 @@ def test_epoch_masks_follow_schedule_and_seed():
         ({"augment_options": {"shift": 2}}, "augment_options"),
         ({"augment_options": {"noise": 2.0}}, "augment.noise"),
         ({"val_failed_views": 4}, "val_failed_views: expected 0..3"),
+        ({"lr_schedule": "step"}, "lr_schedule: expected one of"),
+        ({"lr_final_fraction": 0.0}, r"lr_final_fraction: expected a value in \(0, 1\]"),
     ],
 )
 def test_bad_config_is_a_clear_error(overrides, match, tmp_path):
@@ -173,6 +175,14 @@ def test_bad_config_stops_before_anything_is_written(dataset, tmp_path):
     with pytest.raises(ModelConfigError, match="failout_rate"):
         train(dataset, tiny_config(failout_rate=1.0), out_dir=tmp_path / "m", progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_cosine_learning_rate_decays_from_start_to_final_fraction():
+    config = tiny_config(epochs=5, learning_rate=1e-3, lr_final_fraction=0.1)
+    lrs = [config.lr_at(e) for e in range(5)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert tiny_config(lr_schedule="constant").lr_at(3) == tiny_config().learning_rate
 
 
 def test_config_round_trip_and_unknown_field():

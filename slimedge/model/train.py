@@ -19,6 +19,7 @@ never learnt to do without views. Early stopping counts the same epochs.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -56,6 +57,7 @@ from slimedge.model.pooling import ModelConfigError, check_pool_mode
 
 FORMAT_NAME = "slimedge-model"
 FORMAT_VERSION = 1
+LR_SCHEDULES = ("constant", "cosine")
 BRANCH_FILE = "branch.keras"
 HEAD_FILE = "head.keras"
 RECORD_FILE = "train.json"
@@ -77,6 +79,8 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32  # objects per step (each brings V views)
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # "constant" | "cosine" (per epoch, down to lr_final_fraction)
+    lr_final_fraction: float = 0.05
     seed: int = 0
     augment: bool = True
     augment_options: dict[str, float] = field(default_factory=dict)  # AugmentConfig fields
@@ -101,6 +105,12 @@ class TrainConfig:
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
             raise ModelConfigError(f"learning_rate: expected a number in (0, 1), got "
                                    f"{self.learning_rate!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ModelConfigError(f"lr_schedule: expected one of {LR_SCHEDULES}, got "
+                                   f"{self.lr_schedule!r}")
+        if not 0.0 < float(self.lr_final_fraction) <= 1.0:
+            raise ModelConfigError(f"lr_final_fraction: expected a value in (0, 1], got "
+                                   f"{self.lr_final_fraction!r}")
         check_pool_mode(self.pooling, "pooling")
         if self.bn_momentum is not None and not 0.0 <= float(self.bn_momentum) < 1.0:
             raise ModelConfigError(f"bn_momentum: expected None or a value in [0, 1), got "
@@ -138,6 +148,15 @@ class TrainConfig:
             return 0
         return full_rate_epoch(self.failout_schedule, warmup_epochs=self.failout_warmup_epochs,
                                ramp_epochs=self.failout_ramp_epochs)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of ``epoch`` (0-based). Cosine decay over the run: a late epoch's
+        small steps keep the validation accuracy from swinging between epochs."""
+        if self.lr_schedule == "constant" or self.epochs <= 1:
+            return float(self.learning_rate)
+        t = epoch / (self.epochs - 1)
+        low = self.learning_rate * self.lr_final_fraction
+        return float(low + (self.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
     def rate_at(self, epoch: int) -> float:
         return failout_rate_at(epoch, self.failout_rate, self.failout_schedule,
@@ -218,6 +237,7 @@ def train(dataset: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike,
     for epoch in range(config.epochs):
         epoch_state["epoch"] = epoch
         rate = config.rate_at(epoch)
+        optimizer.learning_rate.assign(config.lr_at(epoch))
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
@@ -235,6 +255,7 @@ def train(dataset: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike,
         metrics = {
             "epoch": epoch + 1,
             "failout_rate": round(rate, 6),
+            "learning_rate": config.lr_at(epoch),
             "loss": loss_sum / seen,
             "accuracy": correct / seen,
             **val,
