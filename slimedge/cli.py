@@ -127,6 +127,16 @@ def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd.importance)
 
 
+def _plan_parser(sub: argparse._SubParsersAction) -> None:
+    from slimedge.plan import commands as cmd
+
+    p = sub.add_parser("plan", help="search per-view pruning levels for a fleet, with "
+                                    "contingency plans and baselines")
+    cmd.add_plan_options(p)
+    _add_json(p)
+    p.set_defaults(handler=cmd.plan)
+
+
 def _export_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.export import commands as cmd
 
@@ -173,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _ladder_parsers(sub)
     _device_parsers(sub)
+    _plan_parser(sub)
     _export_parsers(sub)
     _demo_parser(sub)
     return parser
@@ -219,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = handler(args)
     except SlimEdgeError as exc:
         print(f"slimedge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        # Some errors are answers too (an infeasible plan): scripts get them as JSON.
+        if getattr(exc, "summary", None) is not None and getattr(args, "json", False):
+            print(json.dumps(exc.summary, default=str))
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

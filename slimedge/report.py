@@ -10,7 +10,7 @@ from typing import Any
 from slimedge.artifacts import atomic_dir
 from slimedge.pipeline import WorkFolder
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 
 def _dataset_section(work: WorkFolder, out: Path) -> list[str]:
@@ -101,11 +101,57 @@ def _importance_section(work: WorkFolder, out: Path) -> list[str]:
             "![accuracy vs failed views](vs_failed.png)", ""]
 
 
+def _plan_section(work: WorkFolder, out: Path) -> list[str]:
+    import shutil
+
+    plan_path = work.path("plan")
+    plan = json.loads(plan_path.read_text())
+    png_name = (plan.get("pareto") or {}).get("png")
+    png = plan_path.parent / png_name if png_name else None
+    lines = ["## Plan for the mixed fleet", ""]
+    c = plan["constraints"]
+    fleet = plan["fleet"]["name"]
+    lines.append(f"Fleet `{fleet}`; floors: nominal accuracy ≥ {c['min_accuracy']:.3f}, "
+                 f"worst accuracy with any {c['k_failures']} device(s) failed ≥ "
+                 f"{c.get('min_accuracy_k') or 0:.3f} (val).")
+    lines += ["", "| configuration | levels | latency ms | × plan | nominal | expected | "
+              "worst-k | test nominal | meets floors |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [("**plan**", [v["level_index"] for v in plan["views"]], plan["predicted"], 1.0)]
+    rows += [(name, b["levels"], b, b.get("latency_vs_plan") or float("nan"))
+             for name, b in plan["baselines"].items()]
+    for name, levels, fig, ratio in rows:
+        val, test = fig["val"], fig.get("test") or {}
+        meets = fig.get("meets", {}).get("all", True)
+        lines.append(
+            f"| {name} | {','.join(map(str, levels))} | {fig['latency_ms']:.1f} | {ratio:.2f} | "
+            f"{val['accuracy']:.3f} | {val['expected_accuracy']:.3f} | "
+            f"{val['worst_k_accuracy']:.3f} | {test.get('accuracy', float('nan')):.3f} | "
+            f"{'yes' if meets else 'no'} |")
+    lines += ["", "Per device (plan):", "", "| view | device | board | level | total ms | "
+              "memory margin |", "|---|---|---|---|---|---|"]
+    for v in plan["views"]:
+        lines.append(f"| {v['view']} | {v['device']} | {v['board']} | {v['level']:.2f} | "
+                     f"{v['total_ms']:.2f} | {v['ram_margin_bytes']:,} B ({v['ram_kind']}) |")
+    if png is not None and png.is_file():
+        shutil.copyfile(png, out / "pareto.png")
+        lines += ["", "![Pareto front](pareto.png)"]
+    return lines + [""]
+
+
+def _deploy_section(work: WorkFolder) -> list[str]:
+    from slimedge.export.deploy import markdown_table, summary_from_deployment
+
+    summary = summary_from_deployment(work.path("deploy"))
+    return ["## Deployment (signed, verified)", "", markdown_table(summary), ""]
+
+
 SECTIONS = (
     ("dataset", "dataset", _dataset_section),
     ("model", "model", lambda work, out: _model_section(work)),
     ("ladder", "ladder", _ladder_section),
     ("importance", "importance", _importance_section),
+    ("plan", "plan", _plan_section),
+    ("deploy", "deploy", lambda work, out: _deploy_section(work)),
 )
 
 

@@ -18,10 +18,12 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     first = json.loads(capsys.readouterr().out)
     stages = first["stages"]
     assert all(s["status"] == "ran" for s in stages.values())
-    for sub in ("dataset", "model", "ladder", "importance.json", "report/index.md"):
+    for sub in ("dataset", "model", "ladder", "importance.json", "plan.json",
+                "deploy/manifest.json", "deploy/manifest.sig", "report/index.md"):
         assert (work / sub).exists(), sub
     report = (work / "report" / "index.md").read_text()
-    for heading in ("## Dataset", "## Model", "## Pruning ladder", "## View importance"):
+    for heading in ("## Dataset", "## Model", "## Pruning ladder", "## View importance",
+                    "## Plan for the mixed fleet", "## Deployment (signed, verified)"):
         assert heading in report
     for png in ("contact_sheet.png", "ladder_costs.png", "importance.png", "vs_failed.png"):
         assert (work / "report" / png).stat().st_size > 0
@@ -30,3 +32,6 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     second = json.loads(capsys.readouterr().out)
     assert all(s["status"] == "skipped" for s in second["stages"].values())
     assert second["stages"]["ladder"]["files_hash"] == stages["ladder"]["files_hash"]
+    # The deployment the demo wrote verifies from the command line.
+    assert main(["verify", str(work / "deploy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True

@@ -181,7 +181,7 @@ def test_cosine_learning_rate_decays_from_start_to_final_fraction():
     config = tiny_config(epochs=5, learning_rate=1e-3, lr_final_fraction=0.1)
     lrs = [config.lr_at(e) for e in range(5)]
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4)
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
     assert tiny_config(lr_schedule="constant").lr_at(3) == tiny_config().learning_rate
 
 

@@ -1,0 +1,203 @@
+"""The planner as a pymoo `Problem`: one integer variable per view, its ladder level index.
+
+Objectives (all minimized):
+
+- system latency (ms): the slowest device's inference + feature transfer, plus the
+  aggregator's pooling and head (views run in parallel; `PlanContext.latencies`);
+- minus the expected accuracy under independent device failures (`failures`), exact over the
+  failure sets with probability > epsilon;
+- optionally total model bytes over the fleet (`objectives=("latency", "accuracy", "memory")`).
+
+Constraints (G <= 0 is met), checked cheapest first; a candidate that fails one is not scored
+further, so the accuracy work is spent only where it can matter:
+
+1. memory: every view's level fits its device (a `CostTable.fits` lookup), G = number of views
+   that do not fit. `MemoryRepair` makes this hold before evaluation; the check stays so a
+   candidate that bypasses the repair still never reaches the accuracy evaluation;
+2. latency <= max_latency_ms (relative excess), when given;
+3. nominal accuracy >= min_accuracy (one evaluator call);
+4. worst accuracy over every failure set of size 1..k >= min_accuracy_k, when given;
+5. only then the expected accuracy over the kept failure sets.
+
+A check not reached is reported as violated by 1.0 (pessimistic), so candidates are ranked
+lexicographically: memory, latency, nominal, worst-k. With `violation_objective` the problem
+has no constraints for pymoo and the total violation (sum of the positive G) is an extra
+objective instead (see `search`); the records and their feasibility are the same.
+
+Failure sets are scored with the head's base weights renormalized over the live views (what
+the C++ core does for a set without a contingency row). The plan's reported figures then use
+its fitted contingency rows (`contingency`), which only replace a row where they raise val
+accuracy, so the search's figures are a lower bound for weighted/mean heads and exact for max.
+
+Every candidate ever scored is kept in `archive` (levels -> `Record`), from which the plan and
+the Pareto front are chosen: all of them were measured, not only the last population.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+
+from slimedge.plan.context import PlanContext
+from slimedge.plan.failures import (
+    AccuracyCache,
+    FailureSets,
+    expected_accuracy,
+    sets_up_to,
+)
+from slimedge.plan.figures import failure_sets
+
+OBJECTIVES = ("latency", "accuracy", "memory")
+NOT_REACHED = 1.0  # violation reported for a check a candidate never reached
+
+
+@dataclass
+class Record:
+    """What the search measured for one configuration."""
+
+    levels: tuple[int, ...]
+    latency_ms: float
+    model_bytes: int
+    status: str  # "memory" | "latency" | "accuracy" | "accuracy_k" | "feasible"
+    accuracy: float = math.nan  # nominal, val
+    worst_k: float = math.nan
+    expected: float = math.nan
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == "feasible"
+
+
+class MemoryRepair(Repair):
+    """Moves each view's level to the least-pruned level at or above it that fits its device
+    (pruning more only ever shrinks the model on a measured ladder; if no level at or above
+    fits, the most-pruned fitting level below is taken)."""
+
+    def __init__(self, ctx: PlanContext) -> None:
+        super().__init__()
+        self.map = ctx.repair_map()
+        if np.any(self.map < 0):
+            raise ValueError("MemoryRepair: a view has no fitting level (explain before search)")
+
+    def _do(self, problem, X, **kwargs):  # noqa: ANN001 (pymoo signature)
+        x = np.clip(np.round(np.asarray(X, float)), 0, self.map.shape[1] - 1).astype(np.int64)
+        return self.map[np.arange(self.map.shape[0])[None, :], x]
+
+
+class PlanProblem(Problem):
+    """Vectorized pymoo problem over per-view level indices (see module docstring)."""
+
+    def __init__(self, ctx: PlanContext, *, objectives: Sequence[str] = ("latency", "accuracy"),
+                 cache: AccuracyCache | None = None, sets: FailureSets | None = None,
+                 violation_objective: bool = False) -> None:
+        objectives = tuple(objectives)
+        bad = [o for o in objectives if o not in OBJECTIVES]
+        if bad or objectives[:2] != ("latency", "accuracy") or len(set(objectives)) != len(
+                objectives):
+            raise ValueError(f"objectives: expected ('latency', 'accuracy'[, 'memory']), "
+                             f"got {objectives}")
+        self.violation_objective = violation_objective
+        super().__init__(n_var=ctx.views, n_obj=len(objectives) + violation_objective,
+                         n_ieq_constr=0 if violation_objective else 4, xl=0,
+                         xu=ctx.levels - 1, vtype=int)
+        self.ctx = ctx
+        self.objectives = objectives
+        self.cache = cache if cache is not None else AccuracyCache(ctx.evaluator,
+                                                                   ctx.base_weights)
+        self.sets = sets if sets is not None else failure_sets(ctx)
+        c = ctx.constraints
+        self.k_masks = sets_up_to(ctx.views, c.report_k) if c.min_accuracy_k is not None \
+            else np.zeros(0, np.int64)
+        self.archive: dict[tuple[int, ...], Record] = {}
+        self.evaluations = 0  # candidates scored, repeats included
+
+    # ------------------------------------------------------------------ scoring
+    def assess(self, X: np.ndarray) -> list[Record]:
+        """Records of the configurations X (P, V), scoring the ones not seen before."""
+        ctx, c = self.ctx, self.ctx.constraints
+        X = np.asarray(np.round(X), np.int64).reshape(-1, ctx.views)
+        self.evaluations += len(X)
+        keys = [tuple(int(j) for j in row) for row in X]
+        new = {}
+        for key in keys:
+            if key not in self.archive and key not in new:
+                new[key] = None
+        if new:
+            self._score(list(new), c)
+        return [self.archive[k] for k in keys]
+
+    def _score(self, keys: list[tuple[int, ...]], c) -> None:  # noqa: ANN001
+        ctx = self.ctx
+        X = np.array(keys, np.int64)
+        rows = np.arange(ctx.views)
+        fits = ctx.fits[rows[None, :], X].all(axis=1)
+        lat = ctx.latencies(X)
+        mem = ctx.model_bytes[rows[None, :], X].sum(axis=1)
+        recs = [Record(k, float(lat[i]), int(mem[i]), "memory") for i, k in enumerate(keys)]
+        alive = [i for i in range(len(keys)) if fits[i]]
+        for i in alive:
+            recs[i].status = "latency"
+        if c.max_latency_ms is not None:
+            alive = [i for i in alive if lat[i] <= c.max_latency_ms]
+        for i in alive:
+            recs[i].status = "accuracy"
+        # nominal accuracy first: one evaluator value per candidate
+        nominal = self.cache.get_many([(X[i], [0]) for i in alive])
+        for i, a in zip(alive, nominal, strict=True):
+            recs[i].accuracy = float(a[0])
+        alive = [i for i in alive if recs[i].accuracy >= c.min_accuracy]
+        for i in alive:
+            recs[i].status = "accuracy_k"
+        if len(self.k_masks):
+            worst = self.cache.get_many([(X[i], self.k_masks) for i in alive])
+            for i, a in zip(alive, worst, strict=True):
+                recs[i].worst_k = float(a.min())
+            alive = [i for i in alive if recs[i].worst_k >= c.min_accuracy_k]
+        expected = self.cache.get_many([(X[i], self.sets.masks) for i in alive])
+        for i, a in zip(alive, expected, strict=True):
+            recs[i].expected = expected_accuracy(a, self.sets)
+            recs[i].status = "feasible"
+        for k, r in zip(keys, recs, strict=True):
+            self.archive[k] = r
+
+    def constraint_values(self, r: Record) -> list[float]:
+        c = self.ctx.constraints
+        g_mem = float(np.sum(~self.ctx.fits[np.arange(self.ctx.views), list(r.levels)]))
+        if c.max_latency_ms is None:
+            g_lat = -1.0
+        else:
+            g_lat = (r.latency_ms - c.max_latency_ms) / c.max_latency_ms
+        g_acc = NOT_REACHED if math.isnan(r.accuracy) else c.min_accuracy - r.accuracy
+        if c.min_accuracy_k is None:
+            g_k = -1.0
+        else:
+            g_k = NOT_REACHED if math.isnan(r.worst_k) else c.min_accuracy_k - r.worst_k
+        return [g_mem, g_lat, g_acc, g_k]
+
+    def objective_values(self, r: Record) -> list[float]:
+        acc = 0.0 if math.isnan(r.expected) else r.expected
+        out = [r.latency_ms, -acc]
+        if "memory" in self.objectives:
+            out.append(float(r.model_bytes))
+        return out
+
+    def violation(self, r: Record) -> float:
+        return float(sum(max(0.0, g) for g in self.constraint_values(r)))
+
+    def _evaluate(self, x, out, *args, **kwargs):  # noqa: ANN001 (pymoo signature)
+        recs = self.assess(np.atleast_2d(x))
+        F = np.array([self.objective_values(r) for r in recs], float)
+        G = np.array([self.constraint_values(r) for r in recs], float)
+        if self.violation_objective:
+            out["F"] = np.column_stack([F, np.maximum(G, 0.0).sum(axis=1)])
+        else:
+            out["F"], out["G"] = F, G
+
+    # ------------------------------------------------------------------ results
+    def feasible_records(self) -> list[Record]:
+        return [r for r in self.archive.values() if r.feasible]

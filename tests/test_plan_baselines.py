@@ -1,0 +1,123 @@
+"""Baselines: the same figures as the plan, each rule's defining property, and the published
+heuristic's surrogate measured against the evaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slimedge.ladder.importance import view_importance
+from slimedge.plan.baselines import BASELINES, device_only, published, run_baselines
+from slimedge.plan.context import Constraints
+from slimedge.plan.figures import figures
+from slimedge.plan.planner import make_plan
+from slimedge.plan.search import SearchSettings
+from slimedge.plan.synthetic import SyntheticSpec, synthetic_context
+
+BOARDS = ("esp32s3", "nrf52840", "rpi4b", "rpi5", "rpi3bplus")
+FLOOR = 0.65
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    spec = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=120, n_test=60, n_train=500,
+                         views=len(BOARDS), dim=16, classes=4, hidden=16, difficulty=0.5,
+                         seed=1)
+    return synthetic_context(Constraints(min_accuracy=FLOOR, k_failures=1), spec=spec,
+                             boards=BOARDS)
+
+
+@pytest.fixture(scope="module")
+def importance(ctx):
+    return view_importance(ctx.evaluator)
+
+
+@pytest.fixture(scope="module")
+def results(ctx, importance):
+    return run_baselines(ctx, importance)
+
+
+def keys(d, prefix=""):
+    out = set()
+    for k, v in d.items():
+        out.add(prefix + k)
+        if isinstance(v, dict) and k in ("val", "test", "meets"):
+            out |= keys(v, prefix + k + ".")
+    return out
+
+
+def test_baselines_report_the_plans_fields(ctx, results):
+    plan = make_plan(ctx, SearchSettings(pop=16, generations=8), plot=False).plan
+    plan_fields = keys({"levels": 0, "fractions": 0, **plan["predicted"]})
+    assert set(results) == set(BASELINES)
+    for name, b in results.items():
+        assert plan_fields <= keys(b), name
+        assert set(plan["baselines"][name]) >= set(b)
+        assert b["val"]["accuracy"] == ctx.evaluator.accuracy(b["levels"])
+
+
+def test_unpruned_lists_the_devices_it_does_not_fit(results):
+    b = results["unpruned"]
+    assert b["levels"] == [0] * 5 and not b["fits"]
+    assert {d["device"] for d in b["infeasible_devices"]} == {"cam00", "cam01"}
+    assert all("needs" in d["message"] for d in b["infeasible_devices"])
+    assert b["meets"]["memory"] is False and b["meets"]["all"] is False
+
+
+def test_uniform_is_the_least_pruning_that_fits_and_meets_the_floor(ctx, results):
+    b = results["uniform"]
+    j = b["levels"][0]
+    assert b["levels"] == [j] * 5 and b["fits"]
+    fitting = [i for i in range(ctx.levels) if ctx.fits[:, i].all()]
+    ok = [i for i in fitting if ctx.evaluator.accuracy([i] * 5) >= FLOOR]
+    assert j == (ok[0] if ok else fitting[0])
+
+
+def test_importance_only_prunes_unimportant_views_more(ctx, results, importance):
+    b = results["importance_only"]
+    assert b["fits"] and b["val"]["accuracy"] >= FLOOR
+    order = np.argsort(importance["shapley"])
+    least, most = order[0], order[-1]
+    start = np.maximum(ctx.least_pruned_fitting(), 0)
+    assert b["levels"][least] - start[least] >= b["levels"][most] - start[most]
+
+
+def test_device_only_prunes_the_bottleneck_while_floors_hold(ctx, results):
+    b = results["device_only"]
+    assert b["fits"] and b["val"]["accuracy"] >= FLOOR
+    x = np.array(b["levels"])
+    v = int(np.argmax(ctx.total_ms[np.arange(5), x]))
+    nxt = [j for j in range(x[v] + 1, ctx.levels) if ctx.fits[v, j]]
+    if nxt:  # the next step on the bottleneck would break the floor
+        y = x.copy()
+        y[v] = nxt[0]
+        assert ctx.evaluator.accuracy(y) < FLOOR
+    # With no floor the rule stops only when the slowest device has no more pruned level.
+    free = device_only(ctx, lambda y: True)
+    v = int(np.argmax(ctx.total_ms[np.arange(5), free]))
+    assert free[v] == max(j for j in range(ctx.levels) if ctx.fits[v, j])
+
+
+def test_published_heuristic_meets_its_surrogate_not_necessarily_the_evaluator(ctx, importance,
+                                                                                results):
+    imp = np.array(importance["ratio"])
+    imp = imp / imp.sum()
+    acc_u = np.array([ctx.evaluator.accuracy([j] * 5) for j in range(ctx.levels)])
+    x = published(ctx, importance["ratio"], acc_u)
+    assert ctx.fits[np.arange(5), x].all()
+    start = np.maximum(ctx.least_pruned_fitting(), 0)
+    assert np.all(x >= start)  # starts at the memory minimum, only prunes more
+    if float(np.dot(imp, acc_u[start])) >= FLOOR:
+        assert float(np.dot(imp, acc_u[x])) >= FLOOR
+    else:  # memory alone breaks the surrogate: nothing more is pruned
+        assert x.tolist() == start.tolist()
+    # with a lower floor it prunes more, and still meets its surrogate
+    y = published(ctx.with_constraints(Constraints(min_accuracy=0.5)), importance["ratio"],
+                  acc_u)
+    assert y.sum() > x.sum()
+    assert float(np.dot(imp, acc_u[y])) >= 0.5
+    assert results["published"]["levels"] == x.tolist()
+    # scored with the measured evaluator like the rest
+    assert results["published"]["val"]["accuracy"] == ctx.evaluator.accuracy(x)
+    fig = figures(ctx, x)
+    assert fig["latency_ms"] == results["published"]["latency_ms"]

@@ -1,0 +1,103 @@
+"""The exhaustive oracle against a brute force written independently (evaluator calls only),
+and the search against the oracle on small instances."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from slimedge.plan import PlanError
+from slimedge.plan.context import Constraints
+from slimedge.plan.failures import live_masks, sets_up_to
+from slimedge.plan.oracle import combinations, exhaustive
+from slimedge.plan.search import SearchSettings, search
+from slimedge.plan.synthetic import SyntheticSpec, synthetic_context
+
+BOARDS = ("esp32s3", "nrf52840", "rp2350", "rpi_zero2w", "rpi4b")
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    spec = SyntheticSpec(fractions=(0.0, 0.2, 0.4, 0.6, 0.8), n_val=90, n_test=30, n_train=500,
+                         views=len(BOARDS), dim=16, classes=4, hidden=16, difficulty=0.5,
+                         seed=4)
+    return synthetic_context(Constraints(min_accuracy=0.78, k_failures=1, min_accuracy_k=0.7),
+                             spec=spec, boards=BOARDS)
+
+
+def brute_force(ctx):
+    """Minimal latency meeting the floors, by evaluating every level vector directly."""
+    ev, c = ctx.evaluator, ctx.constraints
+    k_live = live_masks(sets_up_to(ctx.views, c.report_k), ctx.views)
+    best = None
+    for x in itertools.product(range(ctx.levels), repeat=ctx.views):
+        if not ctx.fits[np.arange(ctx.views), list(x)].all():
+            continue
+        lat = ctx.latency(x)
+        if best is not None and lat > best[0]:
+            continue
+        if ev.accuracy(x) < c.min_accuracy:
+            continue
+        if c.min_accuracy_k is not None and ev.accuracy_over_masks(x, k_live).min() \
+                < c.min_accuracy_k:
+            continue
+        if best is None or lat < best[0]:
+            best = (lat, {x})
+        elif lat == best[0]:
+            best[1].add(x)
+    return best
+
+
+def test_oracle_finds_the_true_optimum(ctx):
+    want = brute_force(ctx)
+    assert want is not None
+    got = exhaustive(ctx)
+    assert got.best is not None
+    assert got.best.latency_ms == pytest.approx(want[0], rel=1e-12)
+    assert got.best.levels in want[1]
+    assert got.combinations == int(np.prod(ctx.fits.sum(axis=1)))
+    assert got.scored <= got.combinations
+
+
+def test_oracle_enumerates_only_fitting_levels(ctx):
+    X = combinations(ctx)
+    assert len(X) == len({tuple(x) for x in X})
+    assert ctx.fits[np.arange(ctx.views)[None, :], X].all()
+
+
+def test_oracle_reports_none_when_infeasible(ctx):
+    res = exhaustive(ctx.with_constraints(Constraints(min_accuracy=0.999)))
+    assert res.best is None and res.scored == res.combinations
+
+
+def test_oracle_refuses_huge_instances(ctx):
+    with pytest.raises(PlanError, match="exceed the limit"):
+        exhaustive(ctx, max_combinations=10)
+
+
+def test_search_matches_the_oracle_on_a_small_instance(ctx):
+    opt = exhaustive(ctx).best
+    res = search(ctx, SearchSettings(pop=24, generations=25, seed=0))
+    assert res.best is not None
+    assert res.best.latency_ms <= opt.latency_ms * 1.03
+
+
+def test_optimality_tool_runs_and_reports_gaps(capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "plan_optimality.py"
+    spec = importlib.util.spec_from_file_location("plan_optimality", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--instances", "2", "--views", "3", "--levels", "3", "--pop", "12",
+                      "--generations", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["instances"] == 2 and len(out["rows"]) == 2
+    for r in out["rows"]:
+        assert r["search_ms"] >= r["oracle_ms"] > 0  # the oracle is a lower bound
+        assert r["gap"] == pytest.approx((r["search_ms"] - r["oracle_ms"]) / r["oracle_ms"])
+        assert len(r["boards"]) == 3 and len(r["levels"]) == 3 and r["levels"][0] == 0.0

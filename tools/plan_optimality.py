@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Optimality gap of the planner's search against the exhaustive oracle on random small
+instances.
+
+Each instance: V random boards drawn from the catalog (without replacement), random failure
+probabilities in [0.01, 0.10], a random subset of L ladder levels (the unpruned level always
+in, so the least pruning is available), V random views of the ladder, a random aggregator
+(a catalog board or a host), and floors drawn below the accuracy of every view at its
+least-pruned fitting level: a nominal floor, and in half the instances a k = 1 floor. An
+instance whose oracle finds no feasible configuration is redrawn. The search runs with the
+default settings (seeded); the gap is (search latency - oracle latency) / oracle latency at
+the same floors. Ladder: synthetic (default) or `--ladder PATH`.
+
+Prints a table and the median / worst gap (targets: median <= 1 %, worst <= 3 %); `--json`
+prints one object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+from slimedge.devices import load_catalog  # noqa: E402
+from slimedge.ladder.evaluator import Evaluator  # noqa: E402
+from slimedge.ladder.store import read_manifest  # noqa: E402
+from slimedge.plan.context import Constraints, PlanContext  # noqa: E402
+from slimedge.plan.oracle import exhaustive  # noqa: E402
+from slimedge.plan.planner import importance_of  # noqa: E402
+from slimedge.plan.search import SearchSettings, search  # noqa: E402
+from slimedge.plan.synthetic import (  # noqa: E402
+    SyntheticSpec,
+    make_fleet,
+    synthetic_evaluators,
+    synthetic_level_entries,
+)
+
+HOSTED_AGGREGATORS = ("jetson_orin_nano", "rpi5", "rpi4b", None)  # None: a host
+
+
+def load_source(path: str | None, seed: int) -> tuple[Evaluator, list[dict], str]:
+    if path is None:
+        spec = SyntheticSpec(n_val=200, n_test=50, n_train=1000, views=12, dim=64, hidden=64,
+                             seed=seed)
+        return (synthetic_evaluators(spec)["val"], synthetic_level_entries(spec.fractions),
+                "synthetic")
+    manifest = read_manifest(path)
+    return Evaluator.from_ladder(path, "val", manifest=manifest), manifest["levels"], path
+
+
+def draw(rng: np.random.Generator, ev: Evaluator, entries: list[dict], catalog, views: int,
+         levels: int) -> PlanContext:
+    ids = sorted(catalog)
+    boards = [catalog[b] for b in rng.choice(ids, views, replace=len(ids) < views)]
+    p = rng.uniform(0.01, 0.10, views)
+    rest = rng.choice(np.arange(1, ev.n_levels), levels - 1, replace=False)
+    lidx = np.r_[0, np.sort(rest)]
+    vidx = np.sort(rng.choice(ev.n_views, views, replace=False))
+    sub = Evaluator(np.ascontiguousarray(ev.features[lidx][:, :, vidx]), ev.scales[lidx],
+                    ev.zero_points[lidx], ev.labels, ev.classifier, ev.mode)
+    agg = HOSTED_AGGREGATORS[rng.integers(len(HOSTED_AGGREGATORS))]
+    fleet = make_fleet(boards, p, aggregator=catalog[agg] if agg else None,
+                       name="random")
+    ctx = PlanContext.build(sub, fleet, [entries[i] for i in lidx], Constraints())
+    x0 = np.maximum(ctx.least_pruned_fitting(), 0)
+    top = ctx.evaluator.accuracy(x0)
+    a_min = round(top - rng.uniform(0.02, 0.15), 4)
+    k_floor = None
+    if rng.random() < 0.5:
+        worst = min(ctx.evaluator.accuracy(x0, np.arange(views) != v) for v in range(views))
+        k_floor = round(min(a_min, worst) - rng.uniform(0.0, 0.08), 4)
+    return ctx.with_constraints(Constraints(min_accuracy=a_min, k_failures=1,
+                                            min_accuracy_k=k_floor))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ladder", default=None)
+    ap.add_argument("--instances", type=int, default=24)
+    ap.add_argument("--views", type=int, default=6)
+    ap.add_argument("--levels", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pop", type=int, default=None, help="search population (default: ours)")
+    ap.add_argument("--generations", type=int, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    ev, entries, source = load_source(args.ladder, args.seed)
+    if args.views > ev.n_views or args.levels > ev.n_levels:
+        ap.error(f"the ladder has {ev.n_views} views and {ev.n_levels} levels")
+    catalog = load_catalog()
+    rng = np.random.default_rng(args.seed)
+    defaults = SearchSettings()
+    settings = SearchSettings(pop=args.pop or defaults.pop,
+                              generations=args.generations or defaults.generations,
+                              seed=args.seed)
+    rows = []
+    redrawn = 0
+    if not args.json:
+        print(f"{'#':>3} {'A_min':>5} {'A_k':>6} {'combos':>7} {'oracle ms':>10} "
+              f"{'search ms':>10} {'gap':>8} {'cands':>6} {'oracle':>7} {'search':>7}  boards")
+    while len(rows) < args.instances:
+        ctx = draw(rng, ev, entries, catalog, args.views, args.levels)
+        t0 = time.perf_counter()
+        oracle = exhaustive(ctx)
+        t_oracle = time.perf_counter() - t0
+        if oracle.best is None:
+            redrawn += 1
+            continue
+        imp = np.asarray(importance_of(ctx)["shapley"], float)
+        t0 = time.perf_counter()
+        res = search(ctx, settings, importance=imp)
+        t_search = time.perf_counter() - t0
+        o = oracle.best.latency_ms
+        s = res.best.latency_ms if res.best is not None else float("inf")
+        c = ctx.constraints
+        rows.append({
+            "instance": len(rows), "boards": [ctx.board_of(v) for v in range(ctx.views)],
+            "aggregator": ctx.fleet.aggregator.name,
+            "levels": [float(x) for x in ctx.fractions],
+            "min_accuracy": c.min_accuracy, "min_accuracy_k": c.min_accuracy_k,
+            "combinations": oracle.combinations, "oracle_scored": oracle.scored,
+            "oracle_ms": o, "search_ms": s, "gap": (s - o) / o,
+            "oracle_levels": list(oracle.best.levels),
+            "search_levels": list(res.best.levels) if res.best is not None else None,
+            "search_unique": len(res.problem.archive),
+            "oracle_seconds": t_oracle, "search_seconds": t_search,
+        })
+        if not args.json:
+            r = rows[-1]
+            kf = "-" if r["min_accuracy_k"] is None else f"{r['min_accuracy_k']:.3f}"
+            print(f"{r['instance']:>3} {r['min_accuracy']:.3f} {kf:>6} {r['combinations']:>7} "
+                  f"{r['oracle_ms']:>10.4g} {r['search_ms']:>10.4g} {100 * r['gap']:>7.2f}% "
+                  f"{r['search_unique']:>6} {r['oracle_seconds']:>6.1f}s "
+                  f"{r['search_seconds']:>6.1f}s  {','.join(r['boards'])}", flush=True)
+    gaps = [r["gap"] for r in rows]
+    summary = {
+        "source": source, "instances": len(rows), "redrawn": redrawn, "views": args.views,
+        "levels": args.levels, "settings": settings.to_dict(),
+        "median_gap": statistics.median(gaps), "worst_gap": max(gaps),
+        "exact": sum(g <= 1e-12 for g in gaps),
+        "meets_targets": statistics.median(gaps) <= 0.01 and max(gaps) <= 0.03,
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"\n{len(rows)} instances ({redrawn} redrawn: oracle infeasible), source "
+              f"{source}: median gap {100 * summary['median_gap']:.2f}%, worst "
+              f"{100 * summary['worst_gap']:.2f}%, exact {summary['exact']}/{len(rows)}; "
+              f"targets (median <= 1%, worst <= 3%) met: {summary['meets_targets']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
