@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
-import os
-import sys
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from slimedge.data.cameras import camera_ring
 from slimedge.data.container import SPLITS, Dataset
 from slimedge.data.objects import CLASS_NAMES, build_object, check_classes
 from slimedge.data.render import DEFAULT_LIGHT, normalize_mesh, render_views
 from slimedge.errors import DatasetError
+from slimedge.parallel import available_cpus, map_ordered
 
 GENERATOR_VERSION = "1"  # bump when the same config would make different pixels
 PRESETS = ("default", "quick", "tiny")
@@ -192,10 +189,9 @@ def render_object(config: GeneratorConfig, cls: str, index: int) -> np.ndarray:
     return views
 
 
-def _render_chunk(
-    config: GeneratorConfig, tasks: list[tuple[int, str, int]]
-) -> list[tuple[int, np.ndarray]]:
-    return [(row, render_object(config, cls, i)) for row, cls, i in tasks]
+def _render_task(config: GeneratorConfig, task: tuple[int, str, int]) -> np.ndarray:
+    _, cls, i = task
+    return render_object(config, cls, i)
 
 
 def _assign_splits(config: GeneratorConfig) -> np.ndarray:
@@ -207,13 +203,6 @@ def _assign_splits(config: GeneratorConfig) -> np.ndarray:
         rng = np.random.default_rng(_seed_sequence(config, cls, _SPLIT, 0))
         out.append(rng.permutation(codes))
     return np.concatenate(out)
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def generate(
@@ -228,39 +217,15 @@ def generate(
     tasks = [(c * n_per + i, cls, i) for c, cls in enumerate(config.classes) for i in range(n_per)]
     images = np.zeros((len(tasks), config.n_views, size, size, 1), dtype=np.uint8)
     if workers is None:
-        workers = min(_available_cpus(), 8)
+        workers = min(available_cpus(), 8)
     if workers < 1:
         raise DatasetError(f"workers: must be at least 1, got {workers}")
     workers = min(workers, max(1, len(tasks) // 8))  # tiny sets are faster in-process
-    bar = tqdm(
-        total=len(tasks),
-        desc="rendering objects",
-        unit="obj",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    with bar:
-        if workers == 1:
-            for row, cls, i in tasks:
-                images[row, ..., 0] = render_object(config, cls, i)
-                bar.update(1)
-        else:
-            chunk = max(4, min(64, math.ceil(len(tasks) / (workers * 8))))
-            chunks = [tasks[s : s + chunk] for s in range(0, len(tasks), chunk)]
-            # spawn, not fork: the parent may hold TensorFlow threads that fork would copy badly.
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_render_chunk, config, c) for c in chunks]
-                try:
-                    for fut in as_completed(futures):
-                        done = fut.result()
-                        for row, views in done:
-                            images[row, ..., 0] = views
-                        bar.update(len(done))
-                except BaseException:  # a failed chunk or Ctrl-C: do not render the rest
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+    chunk = max(4, min(64, math.ceil(len(tasks) / (workers * 8))))
+    rendered = map_ordered(functools.partial(_render_task, config), tasks, workers=workers,
+                           progress=progress, desc="rendering objects", chunksize=chunk)
+    for (row, _, _), views in zip(tasks, rendered, strict=True):
+        images[row, ..., 0] = views
     labels = np.repeat(np.arange(len(config.classes), dtype=np.int32), n_per)
     return Dataset(
         images=images,

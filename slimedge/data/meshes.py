@@ -32,17 +32,17 @@ import numpy as np
 
 from slimedge.data.container import SPLITS, Dataset
 from slimedge.data.modelnet import (
+    MIN_PARALLEL_TASKS,
     SOURCE_SPLITS,
     check_disjoint_splits,
     check_image_size,
     class_folders,
-    map_ordered,
-    resolve_workers,
     split_folders,
     visible_entries,
 )
 from slimedge.data.splits import carve_val, check_val_fraction
 from slimedge.errors import DatasetError
+from slimedge.parallel import map_ordered, resolve_workers
 
 MESH_SUFFIXES = (".off", ".obj", ".stl")
 LAYOUT = "<root>/<class>/{train,test}/*.{off,obj,stl}"
@@ -382,8 +382,10 @@ def import_meshes(
 
     tasks = [(str(path), cameras, image_size, up) for _, _, _, path in meshes]
     images = np.empty((len(meshes), len(cameras), image_size, image_size, 1), dtype=np.uint8)
-    results = map_ordered(_render_one, tasks, workers=resolve_workers(workers, len(tasks)),
-                          progress=progress, desc="render meshes")
+    n_workers = resolve_workers(workers, len(tasks), min_parallel=MIN_PARALLEL_TASKS,
+                                error=DatasetError)
+    results = map_ordered(_render_one, tasks, workers=n_workers, progress=progress,
+                          desc="render meshes")
     for i, views in enumerate(results):
         images[i, ..., 0] = views
 

@@ -27,25 +27,21 @@ when shrinking.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import re
-import sys
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from slimedge.data.container import SPLITS, Dataset
 from slimedge.data.splits import carve_val, check_val_fraction
 from slimedge.errors import DatasetError
+from slimedge.parallel import map_ordered, resolve_workers
 
 SOURCE_SPLITS = ("train", "test")  # the folders a source tree may hold; val is carved from train
 RESAMPLE = Image.Resampling.LANCZOS
@@ -107,59 +103,6 @@ def check_disjoint_splits(class_dir: Path, names_by_split: dict[str, dict[str, A
         raise DatasetError(
             f"{class_dir}: {len(both)} object name(s) appear in both train/ and test/: {shown}"
         )
-
-
-# -- parallel map with deterministic order (shared with the mesh importer) -------------------------
-def resolve_workers(workers: int | None, n_tasks: int) -> int:
-    """Processes to use: an explicit count is honoured; None means all cores for large jobs."""
-    if workers is not None:
-        if int(workers) < 1:
-            raise DatasetError(f"workers: must be at least 1, got {workers}")
-        return int(workers)
-    if n_tasks < MIN_PARALLEL_TASKS:
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 16))
-
-
-def map_ordered(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    *,
-    workers: int,
-    progress: bool,
-    desc: str,
-    chunksize: int = 1,
-) -> Iterator[R]:
-    """Yield fn(item) for every item, in input order, over `workers` processes.
-
-    Processes are spawned, not forked, so a parent that already holds threads (TensorFlow) is
-    safe; as with any spawned pool, a script that asks for workers > 1 must run its work under
-    `if __name__ == "__main__":`. On the first error the pending work is cancelled and the
-    error re-raised as is.
-    """
-    bar = tqdm(total=len(items), desc=desc, unit="obj", file=sys.stderr, disable=not progress)
-    try:
-        if workers <= 1 or len(items) <= 1:
-            for item in items:
-                yield fn(item)
-                bar.update(1)
-            return
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx)
-        try:
-            for result in pool.map(fn, items, chunksize=max(1, chunksize)):
-                yield result
-                bar.update(1)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-    finally:
-        bar.close()
 
 
 # -- pixels --------------------------------------------------------------------------------------
@@ -342,7 +285,8 @@ def import_modelnet(
         (tuple(str(obj.views[v]) for v in range(1, views + 1)), image_size) for obj in objects
     ]
     images = np.empty((len(objects), views, image_size, image_size, 1), dtype=np.uint8)
-    n_workers = resolve_workers(workers, len(tasks))
+    n_workers = resolve_workers(workers, len(tasks), min_parallel=MIN_PARALLEL_TASKS,
+                                error=DatasetError)
     results = map_ordered(_load_object, tasks, workers=n_workers, progress=progress,
                           desc="decode renders", chunksize=16)
     for i, stack in enumerate(results):
