@@ -8,22 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "slimedge/pool.hpp"
 #include "slimedge/redistribute.hpp"
 
 using namespace slimedge;
 
-static int g_failures = 0;
 
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                               \
-        }                                                                               \
-    } while (0)
-
-#define CHECK_NEAR(a, b, tol) CHECK(std::fabs((a) - (b)) <= (tol))
 
 template <typename F>
 static bool throws_invalid(F f) {
@@ -185,10 +176,5 @@ int main(int argc, char** argv) {
     if (group == "pool" || group == "all") test_pool();
     if (group == "redistribute" || group == "all") test_redistribute();
     if (group == "table" || group == "all") test_table();
-    if (g_failures) {
-        std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    std::printf("test_core %s: ok\n", group.c_str());
-    return 0;
+    return slimedge::testing::finish(("test_core " + group).c_str());
 }

@@ -8,19 +8,11 @@
 #include <vector>
 
 #include "aggregate_io.hpp"
+#include "check.hpp"
 
 using namespace slimedge;
 using namespace slimedge::tools;
 
-static int g_failures = 0;
-
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            ++g_failures;                                                               \
-        }                                                                               \
-    } while (0)
 
 // Little-endian writer, independent of the reader under test.
 struct Bytes {
@@ -163,10 +155,5 @@ int main(int argc, char** argv) {
     const std::string group = argc > 1 ? argv[1] : "all";
     if (group == "parse" || group == "all") test_parse();
     if (group == "errors" || group == "all") test_errors();
-    if (g_failures) {
-        std::fprintf(stderr, "%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    std::printf("test_aggregate %s: ok\n", group.c_str());
-    return 0;
+    return slimedge::testing::finish(("test_aggregate " + group).c_str());
 }
