@@ -323,32 +323,40 @@ def bed(rng: Rng) -> Mesh:
     return merge(parts)
 
 
-def sofa(rng: Rng) -> Mesh:
-    w, d = rng.uniform(1.5, 2.4), rng.uniform(0.8, 1.0)
+def _upholstered(rng: Rng, width: tuple[float, float], depth: tuple[float, float],
+                 leg_h: tuple[float, float], seat_h: tuple[float, float], leg_w: float,
+                 arm_w: tuple[float, float], back_t: tuple[float, float],
+                 back_h: tuple[float, float]) -> tuple[list[Mesh], dict[str, float]]:
+    """The frame sofas and armchairs share: base, legs, two arms and a back, in fabric `a`;
+    returns the parts and the drawn sizes (and the cushion colour `c`)."""
+    w, d = rng.uniform(*width), rng.uniform(*depth)
     a, c = light(rng), light(rng)
-    lz, bz = rng.uniform(0.04, 0.14), rng.uniform(0.38, 0.48)
-    parts = [box_between((-w / 2, -d / 2, lz), (w / 2, d / 2, bz - 0.1), a)]
+    lz, sz = rng.uniform(*leg_h), rng.uniform(*seat_h)
+    parts = [box_between((-w / 2, -d / 2, lz), (w / 2, d / 2, sz - 0.1), a)]
     parts.append(
         legs(
             (-w / 2 + 0.05, w / 2 - 0.05),
             (-d / 2 + 0.05, d / 2 - 0.05),
             0,
             lz,
-            0.05,
+            leg_w,
             albedo=dark(rng),
         )
     )
-    aw, ah = rng.uniform(0.12, 0.25), rng.uniform(0.55, 0.7)
+    aw, ah = rng.uniform(*arm_w), rng.uniform(0.55, 0.7)
     for s in (-1, 1):
-        parts.append(
-            box_between(
-                (s * w / 2 - (aw if s > 0 else 0), -d / 2, lz),
-                (s * w / 2 + (0 if s > 0 else aw), d / 2, ah),
-                a,
-            )
-        )
-    back_t, back_h = rng.uniform(0.15, 0.25), rng.uniform(0.75, 0.95)
-    parts.append(box_between((-w / 2 + aw, d / 2 - back_t, lz), (w / 2 - aw, d / 2, back_h), a))
+        x0, x1 = (w / 2 - aw, w / 2) if s > 0 else (-w / 2, -w / 2 + aw)
+        parts.append(box_between((x0, -d / 2, lz), (x1, d / 2, ah), a))
+    bt, bh = rng.uniform(*back_t), rng.uniform(*back_h)
+    parts.append(box_between((-w / 2 + aw, d / 2 - bt, lz), (w / 2 - aw, d / 2, bh), a))
+    return parts, {"w": w, "d": d, "c": c, "sz": sz, "aw": aw, "bt": bt, "bh": bh}
+
+
+def sofa(rng: Rng) -> Mesh:
+    parts, f = _upholstered(rng, (1.5, 2.4), (0.8, 1.0), (0.04, 0.14), (0.38, 0.48), 0.05,
+                            (0.12, 0.25), (0.15, 0.25), (0.75, 0.95))
+    w, d, c, bz, aw = f["w"], f["d"], f["c"], f["sz"], f["aw"]
+    back_t, back_h = f["bt"], f["bh"]
     n = int(rng.integers(2, 4))
     cw = (w - 2 * aw) / n
     for i in range(n):  # seat cushions and back cushions, with gaps
@@ -789,26 +797,9 @@ def _office_chair(rng: Rng) -> Mesh:
 
 def _lounge_chair(rng: Rng) -> Mesh:
     """An upholstered armchair: a one-seat sofa."""
-    w, d = rng.uniform(0.7, 0.95), rng.uniform(0.7, 0.9)
-    a, c = light(rng), light(rng)
-    lz, sz = rng.uniform(0.03, 0.12), rng.uniform(0.38, 0.45)
-    parts = [box_between((-w / 2, -d / 2, lz), (w / 2, d / 2, sz - 0.1), a)]
-    parts.append(
-        legs(
-            (-w / 2 + 0.05, w / 2 - 0.05),
-            (-d / 2 + 0.05, d / 2 - 0.05),
-            0,
-            lz,
-            0.04,
-            albedo=dark(rng),
-        )
-    )
-    aw, ah = rng.uniform(0.1, 0.2), rng.uniform(0.55, 0.7)
-    for s in (-1, 1):
-        x0, x1 = (w / 2 - aw, w / 2) if s > 0 else (-w / 2, -w / 2 + aw)
-        parts.append(box_between((x0, -d / 2, lz), (x1, d / 2, ah), a))
-    bt, bh = rng.uniform(0.12, 0.2), rng.uniform(0.8, 1.0)
-    parts.append(box_between((-w / 2 + aw, d / 2 - bt, lz), (w / 2 - aw, d / 2, bh), a))
+    parts, f = _upholstered(rng, (0.7, 0.95), (0.7, 0.9), (0.03, 0.12), (0.38, 0.45), 0.04,
+                            (0.1, 0.2), (0.12, 0.2), (0.8, 1.0))
+    w, d, c, sz, aw, bt = f["w"], f["d"], f["c"], f["sz"], f["aw"], f["bt"]
     parts.append(
         box_between(
             (-w / 2 + aw + 0.01, -d / 2 + 0.02, sz - 0.1), (w / 2 - aw - 0.01, d / 2 - bt, sz), c
