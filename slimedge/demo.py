@@ -92,6 +92,17 @@ def _model_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
     return Stage("model", "model", inputs, run)
 
 
+def _model_on_disk(work: WorkFolder) -> str | None:
+    """The hash of the model the work folder holds now, read from its train.json (not from a
+    stage record, so a model replaced by hand or by an older version is noticed)."""
+    from slimedge.ladder.build import model_hash
+
+    path = work.path("model") / "train.json"
+    if not path.is_file():
+        return None
+    return model_hash(json.loads(path.read_text()))
+
+
 def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
     def run(out: Path) -> dict[str, Any]:
         from slimedge.data.container import load_dataset
@@ -103,7 +114,7 @@ def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
                 "files_hash": _hash_of(manifest["files"])}
 
     inputs = {"dataset": work.record("dataset").get("content_hash"),
-              "model": work.record("model").get("model_hash"), "ladder": s.ladder.to_dict()}
+              "model": _model_on_disk(work), "ladder": s.ladder.to_dict()}
     return Stage("ladder", "ladder", inputs, run)
 
 

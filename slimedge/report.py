@@ -45,8 +45,17 @@ def _model_section(work: WorkFolder) -> list[str]:
         f"- failout rate {cfg['failout_rate']} ({cfg['failout_schedule']}, "
         f"{cfg['failout_sampler']}); best epoch {record['best_epoch']} of "
         f"{record['epochs_run']}",
-        f"- val accuracy {record['val_accuracy']:.3f}",
     ]
+    stage = record.get("head_failout")
+    if stage:
+        start = stage["history"][0]
+        lines.append(
+            f"- head failout stage: {len(stage['history']) - 1} epochs at rate "
+            f"{stage['rate']:.3f} ({cfg['head_failout_sampler']}) on frozen branch features; "
+            f"kept epoch {stage['best_epoch']} (val accuracy {start['val_accuracy']:.3f} → "
+            f"{stage['val_accuracy']:.3f}, with {cfg.get('val_failed_views') or 'V/2'} views "
+            f"failed {start['val_accuracy_failed']:.3f} → {stage['val_accuracy_failed']:.3f})")
+    lines.append(f"- val accuracy {record['val_accuracy']:.3f}")
     if record.get("test"):
         lines.append(f"- test accuracy {record['test']['accuracy']:.3f} (float Keras branch)")
     return lines + [""]

@@ -10,6 +10,9 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from slimedge.cli import main  # noqa: E402
+from slimedge.demo import _model_on_disk  # noqa: E402
+from slimedge.ladder.build import model_hash  # noqa: E402
+from slimedge.pipeline import WorkFolder  # noqa: E402
 
 
 def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
@@ -25,6 +28,10 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     for heading in ("## Dataset", "## Model", "## Pruning ladder", "## View importance",
                     "## Plan for the mixed fleet", "## Deployment (signed, verified)"):
         assert heading in report
+    assert "head failout stage" in report
+    # The model stage records the hash of the model it wrote (the ladder's input).
+    record = json.loads((work / "model" / "train.json").read_text())
+    assert stages["model"]["model_hash"] == model_hash(record) == stages["ladder"]["model_hash"]
     for png in ("contact_sheet.png", "ladder_costs.png", "importance.png", "vs_failed.png"):
         assert (work / "report" / png).stat().st_size > 0
 
@@ -35,3 +42,16 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     # The deployment the demo wrote verifies from the command line.
     assert main(["verify", str(work / "deploy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_ladder_input_is_the_model_on_disk(tmp_path):
+    """A model replaced under the work folder (by hand, or by a run whose stage record was
+    stale) changes the ladder stage's input, so the ladder is rebuilt."""
+    work = WorkFolder(tmp_path / "work")
+    assert _model_on_disk(work) is None
+    model = work.path("model")
+    model.mkdir(parents=True)
+    (model / "train.json").write_text(json.dumps({"files": {"branch.keras": "a", "head.keras": "b"}}))
+    first = _model_on_disk(work)
+    (model / "train.json").write_text(json.dumps({"files": {"branch.keras": "a", "head.keras": "c"}}))
+    assert first is not None and _model_on_disk(work) not in (None, first)

@@ -259,6 +259,7 @@ def test_training_learns_and_saves(trained, dataset):
     assert set(record["versions"]) >= {"tensorflow", "keras", "numpy", "slimedge"}
     assert record["head"]["pooling"] == "max" and record["branch"]["input_range"] == [0.0, 1.0]
     assert record["files"]["head.keras"] == sha256_file(out / "head.keras")
+    assert trained.record == record  # what train() returns is what it wrote
     momenta = {layer.momentum for layer in trained.branch.layers if hasattr(layer, "momentum")}
     assert momenta == {0.9}
     # What was saved is what was kept, and evaluates to what the record says.

@@ -2,6 +2,10 @@
 """Failout study: train the same MVCNN with and without failout (and other rates/schedules),
 then measure test accuracy vs the number of failed views k = 0…V−1.
 
+Failout comes in two places (see slimedge/model/head_failout.py): joint (branch and head,
+RATE/SCHEDULE/SAMPLER) and the head failout stage (head alone on frozen branch features,
+HEAD_EPOCHS epochs, 0 = none; the stage's other settings are TrainConfig's defaults).
+
 Each variant differs from the base training config only in its failout settings (same data,
 seed, epochs, early stopping). Accuracy vs k is the mean (and worst) over failure sets of
 size k: exact where there are at most --max-subsets sets, otherwise a seeded sample. Features
@@ -12,6 +16,8 @@ is not retrained (the study resumes).
 
     tools/failout_study.py DATASET --out DIR [--variant NAME:RATE:SCHEDULE:SAMPLER ...]
         [--epochs 30] [--json]
+
+    VARIANT: NAME:RATE:SCHEDULE:SAMPLER[:HEAD_EPOCHS]  (HEAD_EPOCHS default: TrainConfig's)
 """
 
 from __future__ import annotations
@@ -28,19 +34,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 DEFAULT_VARIANTS = (
-    "none:0:constant:bernoulli",
+    "none:0:constant:bernoulli:0",
+    "joint25:0.25:ramp:bernoulli:0",
+    "headonly:0:constant:bernoulli",
     "ramp25:0.25:ramp:bernoulli",
-    "uniformk25:0.25:ramp:uniform_k",
 )
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
     try:
-        name, rate, schedule, sampler = text.split(":")
-        return name, {"failout_rate": float(rate), "failout_schedule": schedule,
-                      "failout_sampler": sampler}
+        name, rate, schedule, sampler, *head = text.split(":")
+        if len(head) > 1:
+            raise ValueError
+        out = {"failout_rate": float(rate), "failout_schedule": schedule,
+               "failout_sampler": sampler}
+        if head:
+            out["head_failout_epochs"] = int(head[0])
+        return name, out
     except ValueError:
-        raise SystemExit(f"--variant: expected NAME:RATE:SCHEDULE:SAMPLER, got '{text}'") from None
+        raise SystemExit(f"--variant: expected NAME:RATE:SCHEDULE:SAMPLER[:HEAD_EPOCHS], got "
+                         f"'{text}'") from None
 
 
 def curve_for(model_dir: Path, dataset, max_subsets: int, seed: int) -> dict:
@@ -68,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-subsets", type=int, default=200)
+    ap.add_argument("--max-subsets", type=int, default=1000,
+                    help="exact mean over failure sets up to this many per k (C(12,k) <= 924)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -102,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": round(seconds, 1),
             "best_epoch": res["record"]["best_epoch"], "epochs_run": res["record"]["epochs_run"],
             "val_accuracy": res["record"]["val_accuracy"],
+            "head_failout_epochs": cfg.head_failout_epochs,
+            "head_failout_kept_epoch": (res["record"].get("head_failout") or {}).get("best_epoch"),
             "test_accuracy": full,
             "vs_failed": curve,
             "ratio_9_dead": (curve[9]["mean"] / full) if len(curve) > 9 and full else None,
@@ -115,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     ks = [k for k in (0, 3, 6, 9, V - 1) if k < V]
     print(f"test accuracy vs failed views (mean over failure sets), dataset {digest[:12]}")
     print(f"{'variant':<12}{'rate':>6} {'schedule':<9}{'sampler':<11}"
-          + "".join(f"{'k=' + str(k):>8}" for k in ks) + f"{'k9/k0':>8}{'epochs':>8}")
+          + f"{'head':>5}" + "".join(f"{'k=' + str(k):>8}" for k in ks)
+          + f"{'k9/k0':>8}{'epochs':>8}")
     for r in results:
         means = {row["k"]: row["mean"] for row in r["vs_failed"]}
         ratio = f"{r['ratio_9_dead']:.3f}" if r["ratio_9_dead"] is not None else "-"
         print(f"{r['variant']:<12}{r['failout_rate']:>6.2f} {r['failout_schedule']:<9}"
-              f"{r['failout_sampler']:<11}" + "".join(f"{means[k]:>8.3f}" for k in ks)
+              f"{r['failout_sampler']:<11}{r['head_failout_epochs']:>5}"
+              + "".join(f"{means[k]:>8.3f}" for k in ks)
               + f"{ratio:>8}{r['best_epoch']:>5}/{r['epochs_run']}")
     return 0
 

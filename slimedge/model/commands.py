@@ -26,6 +26,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="mean fraction of a sample's views dropped (0 = no failout)")
     p.add_argument("--failout-schedule", default=None, choices=["constant", "warmup", "ramp"])
     p.add_argument("--failout-sampler", default=None, choices=["bernoulli", "uniform_k"])
+    p.add_argument("--head-failout-epochs", type=int, default=None,
+                   help="epochs of the head failout stage after joint training (0 = none)")
+    p.add_argument("--head-failout-rate", type=float, default=None,
+                   help="the stage's drop rate (default: its sampler's highest)")
+    p.add_argument("--head-failout-sampler", default=None, choices=["bernoulli", "uniform_k"])
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -39,7 +44,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         except (OSError, json.JSONDecodeError) as exc:
             raise SlimEdgeError(f"{args.config}: cannot read train config ({exc})") from exc
     for key in ("backbone", "width", "feature_dim", "pooling", "epochs", "batch_size",
-                "learning_rate", "failout_rate", "failout_schedule", "failout_sampler", "seed"):
+                "learning_rate", "failout_rate", "failout_schedule", "failout_sampler",
+                "head_failout_epochs", "head_failout_rate", "head_failout_sampler", "seed"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value
@@ -60,6 +66,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "test_accuracy": result.test_accuracy,
         "best_epoch": result.best_epoch,
         "epochs_run": rec["epochs_run"],
+        "head_failout_kept_epoch": (rec.get("head_failout") or {}).get("best_epoch"),
         "test_accuracy_vs_failed_views": (rec["test"] or {}).get("accuracy_vs_failed_views"),
         "seconds": rec.get("seconds"),
     }

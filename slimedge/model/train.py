@@ -44,9 +44,11 @@ from slimedge.model.failout import (
     check_schedule,
     failout_rate_at,
     full_rate_epoch,
+    max_failout_rate,
     sample_live_mask,
 )
 from slimedge.model.head import build_head, core_logits, head_info, load_head
+from slimedge.model.head_failout import finetune_head, train_split_features
 from slimedge.model.mvcnn import (
     accuracy_from_features,
     accuracy_vs_failed_views_from_features,
@@ -92,6 +94,12 @@ class TrainConfig:
     bn_momentum: float | None = 0.9  # the branch's BatchNorm momentum (None: the backbone's)
     patience: int = 5  # stop after this many counted epochs without a better val accuracy
     val_failed_views: int | None = None  # k for the val metric under failures (None: V // 2)
+    # Head failout stage (head_failout.py): the head alone, on frozen branch features.
+    head_failout_epochs: int = 10  # 0: no stage
+    head_failout_rate: float | None = None  # None: the sampler's highest reachable rate
+    head_failout_sampler: str = "uniform_k"
+    head_failout_lr: float = 3e-4
+    head_failout_copies: int = 4  # passes over the train split: one clean, the rest augmented
 
     def validate(self, views: int | None = None) -> None:
         """Raise ModelConfigError naming the first bad field (``views``: the dataset's V)."""
@@ -137,6 +145,20 @@ class TrainConfig:
             AugmentConfig(**self.augment_options)
         except TypeError as exc:
             raise ModelConfigError(f"augment_options: {exc}") from exc
+        if (isinstance(self.head_failout_epochs, bool) or not isinstance(
+                self.head_failout_epochs, int) or self.head_failout_epochs < 0):
+            raise ModelConfigError(f"head_failout_epochs: expected an integer >= 0, got "
+                                   f"{self.head_failout_epochs!r}")
+        _positive_int("head_failout_copies", self.head_failout_copies)
+        try:  # the failout checks name "failout_…" fields: these are the stage's
+            check_sampler(self.head_failout_sampler)
+            if self.head_failout_rate is not None:
+                check_rate(self.head_failout_rate, views, self.head_failout_sampler)
+        except ModelConfigError as exc:
+            raise ModelConfigError(f"head_{exc}") from None
+        if not (isinstance(self.head_failout_lr, (int, float)) and 0 < self.head_failout_lr < 1):
+            raise ModelConfigError(f"head_failout_lr: expected a number in (0, 1), got "
+                                   f"{self.head_failout_lr!r}")
         if views is not None and self.val_failed_views is not None and not (
                 0 <= self.val_failed_views < views):
             raise ModelConfigError(f"val_failed_views: expected 0..{views - 1}, got "
@@ -157,6 +179,12 @@ class TrainConfig:
         t = epoch / (self.epochs - 1)
         low = self.learning_rate * self.lr_final_fraction
         return float(low + (self.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+    def head_rate(self, views: int) -> float:
+        """The head failout stage's drop rate for ``views`` views."""
+        if self.head_failout_rate is not None:
+            return float(self.head_failout_rate)
+        return max_failout_rate(views, self.head_failout_sampler)
 
     def rate_at(self, epoch: int) -> float:
         return failout_rate_at(epoch, self.failout_rate, self.failout_schedule,
@@ -188,7 +216,7 @@ class TrainResult:
     head: keras.Model
     history: list[dict[str, Any]]  # one dict per epoch run
     best_epoch: int  # 1-based epoch whose weights were kept
-    val_accuracy: float
+    val_accuracy: float  # of the saved model (after the head failout stage)
     test_accuracy: float | None
     record: dict[str, Any]  # the train.json object
 
@@ -281,12 +309,17 @@ def train(dataset: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike,
 
     assert best is not None  # validate() guarantees one counted epoch
     model.set_weights(best[2])
-    record = _record(dataset, config, branch, head, history, best, stopped_early)
+    head_stage = None
+    if config.head_failout_epochs:
+        head_stage = _head_failout_stage(dataset, config, branch, head, val_images, val_labels,
+                                         val_live_failed, progress)
+    record = _record(dataset, config, branch, head, history, best, stopped_early, head_stage)
     test_acc = record["test"]["accuracy"] if record["test"] else None
     out_dir = Path(out_dir)
     record["seconds"] = round(time.perf_counter() - t_start, 3)
-    _save(out_dir, branch, head, record)
-    return TrainResult(out_dir, branch, head, history, best[1], best[0], test_acc, record)
+    record = _save(out_dir, branch, head, record)
+    return TrainResult(out_dir, branch, head, history, best[1], record["val_accuracy"],
+                       test_acc, record)
 
 
 def set_bn_momentum(model: keras.Model, momentum: float | None) -> None:
@@ -411,9 +444,29 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
+def _head_failout_stage(dataset: Dataset, config: TrainConfig, branch: keras.Model,
+                        head: keras.Model, val_images: np.ndarray, val_labels: np.ndarray,
+                        val_live_failed: np.ndarray, progress: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    images, labels = dataset.subset("train")
+    # Without augmentation every extra pass would repeat the clean one.
+    copies = config.head_failout_copies if config.augment else 1
+    feats = train_split_features(branch, images, copies=copies,
+                                 augment_options=config.augment_options, seed=config.seed)
+    stage = finetune_head(head, feats, labels, branch_features(branch, val_images), val_labels,
+                          val_live_failed, epochs=config.head_failout_epochs,
+                          rate=config.head_rate(dataset.n_views),
+                          sampler=config.head_failout_sampler,
+                          learning_rate=config.head_failout_lr,
+                          lr_final_fraction=config.lr_final_fraction,
+                          batch_size=config.batch_size, seed=config.seed, progress=progress)
+    return {**stage, "rate": config.head_rate(dataset.n_views),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def _record(dataset: Dataset, config: TrainConfig, branch: keras.Model, head: keras.Model,
             history: list[dict[str, Any]], best: tuple[float, int, list[np.ndarray]],
-            stopped_early: bool) -> dict[str, Any]:
+            stopped_early: bool, head_stage: dict[str, Any] | None = None) -> dict[str, Any]:
     test: dict[str, Any] | None = None
     if dataset.indices("test").size:
         images, labels = dataset.subset("test")
@@ -435,23 +488,28 @@ def _record(dataset: Dataset, config: TrainConfig, branch: keras.Model, head: ke
                    "params": int(branch.count_params())},
         "head": head_info(head),
         "best_epoch": best[1],
-        "val_accuracy": best[0],
+        # The saved model's val accuracy (after the head failout stage, when there is one).
+        "val_accuracy": head_stage["val_accuracy"] if head_stage else best[0],
         "epochs_run": len(history),
         "stopped_early": stopped_early,
         "history": history,
+        "head_failout": head_stage,
         "test": test,
         "versions": versions(),
     }
 
 
-def _save(out_dir: Path, branch: keras.Model, head: keras.Model, record: dict[str, Any]) -> None:
-    """All files into a temporary sibling, swapped in whole at the end."""
+def _save(out_dir: Path, branch: keras.Model, head: keras.Model, record: dict[str, Any]
+          ) -> dict[str, Any]:
+    """All files into a temporary sibling, swapped in whole at the end; returns the record as
+    written (with the files' hashes, which identify the model)."""
     with atomic_dir(out_dir) as tmp:
         branch.save(tmp / BRANCH_FILE)
         head.save(tmp / HEAD_FILE)
         record = {**record, "files": {name: sha256_file(tmp / name)
                                       for name in (BRANCH_FILE, HEAD_FILE)}}
         write_json(tmp / RECORD_FILE, record)
+    return record
 
 
 def load_trained(out_dir: str | os.PathLike) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
