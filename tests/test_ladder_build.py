@@ -78,6 +78,30 @@ def test_evaluator_equals_running_the_int8_branches(built):
         np.testing.assert_array_equal(ev.predictions(levels, live), want)
 
 
+def test_exactness_tool_agrees(built, capsys):
+    """tools/check_exactness.py (the figure reported for real ladders) runs the same check."""
+    import importlib.util
+    from pathlib import Path
+
+    root, _, _ = built
+    path = Path(__file__).resolve().parents[1] / "tools" / "check_exactness.py"
+    spec = importlib.util.spec_from_file_location("check_exactness", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(root / "ladder"), "--dataset", str(root / "dataset"), "--configs",
+                      "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] is True and len(out["configs"]) == 3
+    assert all(r["equal"] == r["frames"] > 0 for r in out["configs"])
+    assert 0 < out["float_keras_accuracy"] <= 1
+    with pytest.raises(SystemExit, match="not the dataset the ladder was built from"):
+        other = root / "other_dataset"
+        if not other.exists():
+            generate(GeneratorConfig.tiny(classes=CLASSES[:2]), workers=1,
+                     progress=False).save(other)
+        tool.main([str(root / "ladder"), "--dataset", str(other)])
+
+
 def test_cli_info_evaluate_importance(built, capsys):
     root, ds, _ = built
     ladder = str(root / "ladder")
