@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Benchmark: why pruning does or does not speed up an int8 branch under LiteRT on this host.
+
+Two tables, XNNPACK (LiteRT's default delegate) beside the builtin kernels in the same run:
+
+1. One 3x3 int8 convolution at 24x24 for a grid of input/output channel counts: how the time
+   follows the MACs. On hosts where XNNPACK's int8 kernels work in wide output-channel tiles
+   (e.g. AMX on recent Xeons: 64 channels a tile), the time is a step function of the output
+   channels and flat below the tile width, whatever the MACs.
+2. With ``--ladder``: a ladder level's branch cut after each layer and converted on its own,
+   so the cumulative time shows which layers cost what at level 0 and at the given level.
+
+Timings are medians of ``--invokes`` invokes, one thread; each model is converted to a full
+int8 TFLite with random calibration data (timing does not depend on the scales).
+
+    tools/bench_int8_conv.py [--ladder LADDER --level 5] [--invokes 300] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from importlib.metadata import version
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+CIN = (16, 32, 64)
+COUT = (8, 16, 32, 64, 96, 128, 256)
+SIDE = 24
+
+
+def _int8_tflite(model, input_shape: tuple[int, ...]) -> bytes:
+    import tensorflow as tf
+
+    def representative():
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            yield [rng.random((1,) + input_shape).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return conv.convert()
+
+
+def _median_ms(buf: bytes, kernels: str, invokes: int) -> float:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = {"xnnpack": OpResolverType.AUTO,
+                "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[kernels]
+    it = Interpreter(model_content=buf, num_threads=1, experimental_op_resolver_type=resolver)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.zeros(d["shape"], np.int8))
+    for _ in range(20):
+        it.invoke()
+    times = []
+    for _ in range(invokes):
+        t0 = time.perf_counter()
+        it.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def channel_grid(invokes: int) -> list[dict]:
+    import keras
+
+    rows = []
+    for cin in CIN:
+        for cout in COUT:
+            inp = keras.Input((SIDE, SIDE, cin))
+            out = keras.layers.Conv2D(cout, 3, padding="same")(inp)
+            buf = _int8_tflite(keras.Model(inp, out), (SIDE, SIDE, cin))
+            rows.append({"cin": cin, "cout": cout, "macs": SIDE * SIDE * 9 * cin * cout,
+                         "xnnpack_ms": _median_ms(buf, "xnnpack", invokes),
+                         "builtin_ms": _median_ms(buf, "builtin", invokes)})
+    return rows
+
+
+def by_layer(ladder: str, level: int, invokes: int) -> dict:
+    import keras
+
+    from slimedge.ladder.store import level_dir, read_manifest
+
+    manifest = read_manifest(ladder)
+    if not 0 <= level < len(manifest["levels"]):
+        raise SystemExit(f"--level: {level} is not a level index of {ladder} "
+                         f"(0..{len(manifest['levels']) - 1})")
+    models = {i: keras.saving.load_model(level_dir(ladder, i) / "branch.keras", compile=False)
+              for i in (0, level)}
+    shape = tuple(int(s) for s in models[0].input_shape[1:])
+    # Cut after every layer that ends a block (activations, pools, the feature layer).
+    cuts = [layer.name for layer in models[0].layers[1:]
+            if not isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization,
+                                      keras.layers.DepthwiseConv2D, keras.layers.Dense))
+            or layer is models[0].layers[-1]]
+    rows = []
+    for cut in cuts:
+        row: dict = {"cut": cut}
+        for i in (0, level):
+            m = models[i]
+            buf = _int8_tflite(keras.Model(m.input, m.get_layer(cut).output), shape)
+            row[f"L{i}_channels"] = int(m.get_layer(cut).output.shape[-1])
+            row[f"L{i}_xnnpack_ms"] = _median_ms(buf, "xnnpack", invokes)
+            row[f"L{i}_builtin_ms"] = _median_ms(buf, "builtin", invokes)
+        rows.append(row)
+    return {"ladder": ladder, "model_hash": manifest["model_hash"], "level": level,
+            "level_value": manifest["levels"][level]["level"], "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ladder", default=None)
+    ap.add_argument("--level", type=int, default=5, help="level index compared with level 0")
+    ap.add_argument("--invokes", type=int, default=300)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    out = {"versions": {"ai-edge-litert": version("ai-edge-litert"),
+                        "tensorflow": version("tensorflow-cpu") if _has("tensorflow-cpu")
+                        else version("tensorflow"), "python": platform.python_version(),
+                        "machine": platform.machine()},
+           "cpu_flags": _cpu_flags(), "grid": channel_grid(args.invokes)}
+    if args.ladder:
+        out["by_layer"] = by_layer(args.ladder, args.level, args.invokes)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"one 3x3 int8 conv at {SIDE}x{SIDE}, 1 thread, median of {args.invokes} invokes")
+    print(f"{'cin':>4}{'cout':>6}{'MACs':>12}{'xnnpack ms':>12}{'builtin ms':>12}"
+          f"{'builtin / xnnpack':>19}")
+    for r in out["grid"]:
+        print(f"{r['cin']:>4}{r['cout']:>6}{r['macs']:>12,}{r['xnnpack_ms']:>12.4f}"
+              f"{r['builtin_ms']:>12.4f}{r['builtin_ms'] / r['xnnpack_ms']:>18.2f}x")
+    if args.ladder:
+        b = out["by_layer"]
+        lv = b["level"]
+        print(f"\nbranch cut after each block, cumulative ms; ladder model {b['model_hash'][:12]}, "
+              f"level 0 vs level {b['level_value']} (index {lv})")
+        tag = f"L{lv}"
+        print(f"{'cut after':<16}{'ch L0':>6}{'ch ' + tag:>7}{'xnn L0':>9}{'xnn ' + tag:>9}"
+              f"{'builtin L0':>12}{'builtin ' + tag:>12}")
+        for r in b["rows"]:
+            print(f"{r['cut']:<16}{r['L0_channels']:>6}{r[f'L{lv}_channels']:>7}"
+                  f"{r['L0_xnnpack_ms']:>9.4f}{r[f'L{lv}_xnnpack_ms']:>9.4f}"
+                  f"{r['L0_builtin_ms']:>12.4f}{r[f'L{lv}_builtin_ms']:>12.4f}")
+    v = out["versions"]
+    print(f"\nversions: ai-edge-litert {v['ai-edge-litert']}, tensorflow {v['tensorflow']}, "
+          f"python {v['python']}, machine {v['machine']}; cpu int8 features: "
+          f"{' '.join(out['cpu_flags']) or 'none listed'}")
+    return 0
+
+
+def _has(dist: str) -> bool:
+    try:
+        version(dist)
+        return True
+    except Exception:
+        return False
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU's int8-relevant ISA flags (Linux), which decide XNNPACK's kernels."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return []
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
+    return [f for f in wanted if f in flags]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
