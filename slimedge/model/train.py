@@ -15,6 +15,10 @@ masks and augmentation draws all derive from it.
 The kept model is the epoch with the best validation accuracy (all views live) among the epochs
 trained at the full failout rate: an earlier epoch, before failout, would be a model that
 never learnt to do without views. Early stopping counts the same epochs.
+
+Then, unless ``head_failout_epochs`` is 0, the head failout stage (`head_failout.py`)
+fine-tunes the head alone on the frozen branch's features under heavy failout; train.json
+records it under ``head_failout`` and ``val_accuracy`` is the saved model's.
 """
 
 from __future__ import annotations
