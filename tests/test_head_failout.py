@@ -121,3 +121,28 @@ def test_training_runs_the_stage_on_a_frozen_branch(dataset, tmp_path):
 def test_bad_stage_config_is_a_clear_error(overrides, match):
     with pytest.raises(ModelConfigError, match=match):
         tiny_config(**overrides).validate(V)
+
+
+def test_cli_train_with_stage_options(dataset, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from slimedge.cli import main
+
+    dataset.save(tmp_path / "ds")
+    cfg = asdict(tiny_config(epochs=2))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    args = ["train", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "m"),
+            "--config", str(tmp_path / "cfg.json"), "--head-failout-epochs", "2",
+            "--head-failout-sampler", "bernoulli", "--head-failout-rate", "0.5", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    rec = json.loads((tmp_path / "m" / "train.json").read_text())
+    assert rec["config"]["head_failout_epochs"] == 2 and rec["head_failout"]["rate"] == 0.5
+    assert out["head_failout_kept_epoch"] == rec["head_failout"]["best_epoch"]
+    assert out["val_accuracy"] == rec["val_accuracy"]
+    # A rate the sampler cannot reach is refused before any training, naming the field.
+    bad = args[:-1] + ["--head-failout-sampler", "uniform_k", "--out", str(tmp_path / "m2"),
+                       "--json"]
+    assert main(bad) == 2
+    assert "head_failout_rate: 0.5 cannot be reached" in capsys.readouterr().err
+    assert not (tmp_path / "m2").exists()
