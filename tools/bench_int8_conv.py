@@ -9,11 +9,15 @@ Two tables, XNNPACK (LiteRT's default delegate) beside the builtin kernels in th
    channels and flat below the tile width, whatever the MACs.
 2. With ``--ladder``: a ladder level's branch cut after each layer and converted on its own,
    so the cumulative time shows which layers cost what at level 0 and at the given level.
+3. With ``--widths``: the vgg branch at each width multiplier (48x48x1 input, seeded random
+   weights: timing does not depend on training), unpruned and pruned to level 0.5 (L1), so
+   the speed-up of level 0.5 shows where the channel counts cross the tile width.
 
 Timings are medians of ``--invokes`` invokes, one thread; each model is converted to a full
 int8 TFLite with random calibration data (timing does not depend on the scales).
 
-    tools/bench_int8_conv.py [--ladder LADDER --level 5] [--invokes 300] [--json]
+    tools/bench_int8_conv.py [--ladder LADDER --level 5] [--widths 1,2,4] [--invokes 300]
+                             [--json]
 """
 
 from __future__ import annotations
@@ -38,22 +42,12 @@ SIDE = 24
 
 
 def _int8_tflite(model, input_shape: tuple[int, ...]) -> bytes:
-    import tensorflow as tf
+    from slimedge.convert import to_tflite
 
-    def representative():
-        rng = np.random.default_rng(0)
-        for _ in range(8):
-            yield [rng.random((1,) + input_shape).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
+    calibration = np.random.default_rng(0).random((8,) + input_shape).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return conv.convert()
+        return to_tflite(model, "int8", calibration)
 
 
 def _median_ms(buf: bytes, kernels: str, invokes: int) -> float:
@@ -121,11 +115,33 @@ def by_layer(ladder: str, level: int, invokes: int) -> dict:
             "level_value": manifest["levels"][level]["level"], "rows": rows}
 
 
+def by_width(widths: list[float], invokes: int, level: float = 0.5) -> list[dict]:
+    from slimedge.model.backbones import build_branch
+    from slimedge.prune.levels import original_channels, prune_to_level
+
+    shape = (48, 48, 1)
+    rows = []
+    for width in widths:
+        branch = build_branch("vgg", input_shape=shape, feature_dim=128, width=width, seed=0)
+        pruned = prune_to_level(branch, level, original_channels(branch), "l1").model
+        row: dict = {"width": width, "level": level}
+        for tag, m in (("L0", branch), ("pruned", pruned)):
+            buf = _int8_tflite(m, shape)
+            convs = [layer for layer in m.layers if layer.__class__.__name__ == "Conv2D"]
+            row[f"{tag}_channels"] = [int(c.filters) for c in convs]
+            row[f"{tag}_xnnpack_ms"] = _median_ms(buf, "xnnpack", invokes)
+            row[f"{tag}_builtin_ms"] = _median_ms(buf, "builtin", invokes)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ladder", default=None)
     ap.add_argument("--level", type=int, default=5, help="level index compared with level 0")
+    ap.add_argument("--widths", default=None,
+                    help="comma-separated vgg width multipliers for table 3, e.g. 1,2,4")
     ap.add_argument("--invokes", type=int, default=300)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -137,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
            "cpu_flags": _cpu_flags(), "grid": channel_grid(args.invokes)}
     if args.ladder:
         out["by_layer"] = by_layer(args.ladder, args.level, args.invokes)
+    if args.widths:
+        try:
+            widths = [float(w) for w in args.widths.split(",")]
+        except ValueError:
+            raise SystemExit(f"--widths: expected numbers like 1,2,4, got {args.widths!r}"
+                             ) from None
+        out["by_width"] = by_width(widths, args.invokes)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -158,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['cut']:<16}{r['L0_channels']:>6}{r[f'L{lv}_channels']:>7}"
                   f"{r['L0_xnnpack_ms']:>9.4f}{r[f'L{lv}_xnnpack_ms']:>9.4f}"
                   f"{r['L0_builtin_ms']:>12.4f}{r[f'L{lv}_builtin_ms']:>12.4f}")
+    if args.widths:
+        print("\nvgg branch by width (random weights), level 0 vs 0.5 (L1), ms per invoke")
+        print(f"{'width':>6}  {'conv channels L0 -> 0.5':<42}{'xnn L0':>8}{'xnn 0.5':>9}{'x':>6}"
+              f"{'builtin L0':>12}{'builtin 0.5':>12}{'x':>6}")
+        for r in out["by_width"]:
+            chans = " -> ".join("/".join(map(str, r[f"{t}_channels"])) for t in ("L0", "pruned"))
+            print(f"{r['width']:>6g}  {chans:<42}{r['L0_xnnpack_ms']:>8.4f}"
+                  f"{r['pruned_xnnpack_ms']:>9.4f}"
+                  f"{r['L0_xnnpack_ms'] / r['pruned_xnnpack_ms']:>6.2f}"
+                  f"{r['L0_builtin_ms']:>12.4f}{r['pruned_builtin_ms']:>12.4f}"
+                  f"{r['L0_builtin_ms'] / r['pruned_builtin_ms']:>6.2f}")
     v = out["versions"]
     print(f"\nversions: ai-edge-litert {v['ai-edge-litert']}, tensorflow {v['tensorflow']}, "
           f"python {v['python']}, machine {v['machine']}; cpu int8 features: "
