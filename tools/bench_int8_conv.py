@@ -145,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--invokes", type=int, default=300)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    widths: list[float] = []
+    if args.widths:  # checked before the (slow) grid runs
+        try:
+            widths = [float(w) for w in args.widths.split(",")]
+        except ValueError:
+            raise SystemExit(f"--widths: expected numbers like 1,2,4, got {args.widths!r}"
+                             ) from None
 
     out = {"versions": {"ai-edge-litert": version("ai-edge-litert"),
                         "tensorflow": version("tensorflow-cpu") if _has("tensorflow-cpu")
@@ -154,11 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.ladder:
         out["by_layer"] = by_layer(args.ladder, args.level, args.invokes)
     if args.widths:
-        try:
-            widths = [float(w) for w in args.widths.split(",")]
-        except ValueError:
-            raise SystemExit(f"--widths: expected numbers like 1,2,4, got {args.widths!r}"
-                             ) from None
         out["by_width"] = by_width(widths, args.invokes)
     if args.json:
         print(json.dumps(out))
