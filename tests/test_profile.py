@@ -94,3 +94,21 @@ def test_latency_and_activation_bytes(int8_models):
     assert lat.median_ms > 0 and lat.p10_ms <= lat.median_ms <= lat.p90_ms
     # conv1: 16x16x1 in + 16x16x8 out, int8; maxpool: 16x16x8 in + 8x8x8 out
     assert litert.peak_activation_bytes(int8_models[8]) == 16 * 16 * 8 + 8 * 8 * 8
+
+
+def test_kernel_sets_agree_and_unknown_is_named(int8_models):
+    outs = {}
+    for kernels in litert.KERNELS:
+        it = litert.interpreter(int8_models[8], kernels=kernels)
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.arange(np.prod(d["shape"])).reshape(d["shape"])
+                      .astype(np.int8))
+        it.invoke()
+        outs[kernels] = it.get_tensor(it.get_output_details()[0]["index"]).astype(int)
+    # Same arithmetic up to rounding: XNNPACK and the builtin kernels may differ by 1 LSB.
+    for kernels in ("xnnpack", "builtin"):
+        assert np.abs(outs[kernels] - outs["reference"]).max() <= 1
+    assert litert.measure_latency(int8_models[8], repeats=3, warmup=1,
+                                  kernels="reference").median_ms > 0
+    with pytest.raises(litert.LiteRTError, match="kernels: unknown kernel set 'gpu'"):
+        litert.interpreter(int8_models[8], kernels="gpu")

@@ -26,9 +26,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 import warnings
 from importlib.metadata import version
 
@@ -51,22 +49,9 @@ def _int8_tflite(model, input_shape: tuple[int, ...]) -> bytes:
 
 
 def _median_ms(buf: bytes, kernels: str, invokes: int) -> float:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from slimedge.profile.litert import measure_latency
 
-    resolver = {"xnnpack": OpResolverType.AUTO,
-                "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[kernels]
-    it = Interpreter(model_content=buf, num_threads=1, experimental_op_resolver_type=resolver)
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.zeros(d["shape"], np.int8))
-    for _ in range(20):
-        it.invoke()
-    times = []
-    for _ in range(invokes):
-        t0 = time.perf_counter()
-        it.invoke()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return measure_latency(buf, repeats=invokes, warmup=20, kernels=kernels).median_ms
 
 
 def channel_grid(invokes: int) -> list[dict]:

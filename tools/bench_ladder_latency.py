@@ -26,17 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-KERNELS = ("xnnpack", "builtin", "reference")
+from slimedge.profile.litert import KERNELS  # xnnpack, builtin, reference
 
 
 def _interpreter(path: Path, kernels: str):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from slimedge.profile.litert import interpreter
 
-    resolver = {"xnnpack": OpResolverType.AUTO,
-                "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                "reference": OpResolverType.BUILTIN_REF}[kernels]
-    it = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=resolver)
-    it.allocate_tensors()
+    it = interpreter(path, num_threads=1, kernels=kernels)
     d = it.get_input_details()[0]
     rng = np.random.default_rng(0)
     it.set_tensor(d["index"], rng.integers(-128, 128, d["shape"], dtype=np.int8))

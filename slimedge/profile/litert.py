@@ -17,14 +17,24 @@ class LiteRTError(SlimEdgeError):
     """A model LiteRT cannot load or run."""
 
 
-def interpreter(model: bytes | str | os.PathLike, num_threads: int = 1, reference: bool = False):
-    """A LiteRT interpreter with tensors allocated. `reference=True` selects the builtin
-    reference kernels, bit-exact with TFLite Micro (XNNPACK may differ by 1 LSB)."""
+KERNELS: tuple[str, ...] = ("xnnpack", "builtin", "reference")
+
+
+def interpreter(model: bytes | str | os.PathLike, num_threads: int = 1,
+                kernels: str = "xnnpack"):
+    """A LiteRT interpreter with tensors allocated. ``kernels``: "xnnpack" (LiteRT's default,
+    the XNNPACK delegate: what a Linux board runs), "builtin" (the optimized builtin kernels,
+    no delegate) or "reference" (the reference kernels, bit-exact with TFLite Micro; XNNPACK
+    may differ by 1 LSB)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kwargs = {"num_threads": num_threads}
-    if reference:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
+    resolvers = {"xnnpack": OpResolverType.AUTO,
+                 "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                 "reference": OpResolverType.BUILTIN_REF}
+    if kernels not in resolvers:
+        raise LiteRTError(f"kernels: unknown kernel set {kernels!r} (expected one of "
+                          f"{list(KERNELS)})")
+    kwargs = {"num_threads": num_threads, "experimental_op_resolver_type": resolvers[kernels]}
     try:
         if isinstance(model, bytes | bytearray):
             it = Interpreter(model_content=bytes(model), **kwargs)
@@ -46,10 +56,11 @@ class Latency:
 
 
 def measure_latency(
-    model: bytes | str | os.PathLike, *, repeats: int = 50, warmup: int = 5, seed: int = 0
+    model: bytes | str | os.PathLike, *, repeats: int = 50, warmup: int = 5, seed: int = 0,
+    kernels: str = "xnnpack",
 ) -> Latency:
     """Median single-thread invoke time of one input (random, of the model's input type)."""
-    it = interpreter(model, num_threads=1)
+    it = interpreter(model, num_threads=1, kernels=kernels)
     d = it.get_input_details()[0]
     rng = np.random.default_rng(seed)
     if np.issubdtype(d["dtype"], np.integer):
