@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slimedge.errors import SlimEdgeError
 from slimedge.pipeline import Stage, WorkFolder
 
 DEMO_FLEET = "mixed12"  # firmware_configs/fleets/mixed12.yaml
@@ -85,8 +86,10 @@ def _model_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
 
         result = train(load_dataset(work.path("dataset")), s.train, out_dir=out,
                        progress=progress)
+        stage = result.record.get("head_failout") or {}
         return {"model_hash": model_hash(result.record), "val_accuracy": result.val_accuracy,
-                "test_accuracy": result.test_accuracy, "best_epoch": result.best_epoch}
+                "test_accuracy": result.test_accuracy, "best_epoch": result.best_epoch,
+                "head_failout_kept_epoch": stage.get("best_epoch")}
 
     inputs = {"dataset": work.record("dataset").get("content_hash"), "train": s.train.to_dict()}
     return Stage("model", "model", inputs, run)
@@ -100,7 +103,11 @@ def _model_on_disk(work: WorkFolder) -> str | None:
     path = work.path("model") / "train.json"
     if not path.is_file():
         return None
-    return model_hash(json.loads(path.read_text()))
+    try:
+        return model_hash(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SlimEdgeError(f"{path}: unreadable model record ({exc}); delete the model "
+                            "folder to retrain") from exc
 
 
 def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:

@@ -53,7 +53,7 @@ def _model_section(work: WorkFolder) -> list[str]:
             f"- head failout stage: {len(stage['history']) - 1} epochs at rate "
             f"{stage['rate']:.3f} ({cfg['head_failout_sampler']}) on frozen branch features; "
             f"kept epoch {stage['best_epoch']} (val accuracy {start['val_accuracy']:.3f} → "
-            f"{stage['val_accuracy']:.3f}, with {cfg.get('val_failed_views') or 'V/2'} views "
+            f"{stage['val_accuracy']:.3f}, with {record['history'][0]['val_failed_views']} views "
             f"failed {start['val_accuracy_failed']:.3f} → {stage['val_accuracy_failed']:.3f})")
     lines.append(f"- val accuracy {record['val_accuracy']:.3f}")
     if record.get("test"):

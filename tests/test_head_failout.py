@@ -47,7 +47,7 @@ def test_stage_learns_and_keeps_the_best_epoch():
     assert hist[result["best_epoch"]]["score"] == result["score"]
     # The head left in place is the kept epoch's: its scores are the reported ones.
     assert val_scores(head, va, yva, live) == pytest.approx(
-        {k: result[k] for k in ("val_accuracy", "val_accuracy_failed", "score")})
+        {k: result[k] for k in ("val_loss", "val_accuracy", "val_accuracy_failed", "score")})
 
 
 def test_stage_keeps_the_start_head_when_no_epoch_beats_it():
@@ -58,6 +58,15 @@ def test_stage_keeps_the_start_head_when_no_epoch_beats_it():
     result, _ = stage(head, epochs=2, learning_rate=0.9, lr_final_fraction=1.0)
     assert result["best_epoch"] == 0
     assert all(np.array_equal(a, b) for a, b in zip(before, head.get_weights(), strict=True))
+
+
+def test_stage_follows_the_learning_rate_schedule():
+    head = build_head(V, D, CLASSES, hidden=8, seed=0)
+    flat, _ = stage(head, epochs=3, lr_schedule="constant")
+    assert [h["learning_rate"] for h in flat["history"][1:]] == [1e-2] * 3
+    cosine, _ = stage(head, epochs=3, lr_final_fraction=0.1)
+    assert [h["learning_rate"] for h in cosine["history"][1:]] == pytest.approx(
+        [1e-2, 5.5e-3, 1e-3])
 
 
 def test_stage_is_seeded():
@@ -92,19 +101,33 @@ def test_train_split_features_clean_then_augmented(dataset):
 
 
 def test_training_runs_the_stage_on_a_frozen_branch(dataset, tmp_path):
-    joint = train(dataset, tiny_config(epochs=3, head_failout_epochs=0), out_dir=tmp_path / "a",
+    from slimedge.model.mvcnn import evaluate
+    from slimedge.model.train import load_trained
+
+    # One joint epoch leaves a head the stage can improve on (at this learning rate it does).
+    base = dict(epochs=1, failout_schedule="constant", head_failout_lr=1e-2)
+    joint = train(dataset, tiny_config(**base, head_failout_epochs=0), out_dir=tmp_path / "a",
                   progress=False)
-    staged = train(dataset, tiny_config(epochs=3, head_failout_epochs=3),
-                   out_dir=tmp_path / "b", progress=False)
+    staged = train(dataset, tiny_config(**base, head_failout_epochs=4), out_dir=tmp_path / "b",
+                   progress=False)
     # Same joint run, then only the head moves: the branch is bit-identical.
     for x, y in zip(joint.branch.get_weights(), staged.branch.get_weights(), strict=True):
         assert np.array_equal(x, y)
     rec = json.loads((tmp_path / "b" / "train.json").read_text())
     st = rec["head_failout"]
-    assert [h["epoch"] for h in st["history"]] == [0, 1, 2, 3]
-    assert st["rate"] == pytest.approx(max_failout_rate(V, "uniform_k"))
+    assert [h["epoch"] for h in st["history"]] == [0, 1, 2, 3, 4]
+    assert st["rate"] == pytest.approx(max_failout_rate(V, "uniform_k")) and st["copies"] == 4
     assert st["history"][0]["val_accuracy"] == pytest.approx(joint.val_accuracy)
-    assert rec["val_accuracy"] == staged.val_accuracy == st["val_accuracy"]
+    assert st["best_epoch"] > 0
+    assert not all(np.array_equal(x, y) for x, y in
+                   zip(joint.head.get_weights(), staged.head.get_weights(), strict=True))
+    # What was saved is the stage's head, and the record's figures are that model's.
+    branch, head, _ = load_trained(tmp_path / "b")
+    for x, y in zip(head.get_weights(), staged.head.get_weights(), strict=True):
+        assert np.array_equal(x, y)
+    assert rec["val_accuracy"] == staged.val_accuracy == st["val_accuracy"] == pytest.approx(
+        evaluate(branch, head, dataset, "val"))
+    assert rec["test"]["accuracy"] == pytest.approx(evaluate(branch, head, dataset, "test"))
     assert json.loads((tmp_path / "a" / "train.json").read_text())["head_failout"] is None
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: why pruning does or does not speed up an int8 branch under LiteRT on this host.
 
-Two tables, XNNPACK (LiteRT's default delegate) beside the builtin kernels in the same run:
+Up to three tables, XNNPACK (LiteRT's default delegate) beside the builtin kernels in the
+same run:
 
 1. One 3x3 int8 convolution at 24x24 for a grid of input/output channel counts: how the time
    follows the MACs. On hosts where XNNPACK's int8 kernels work in wide output-channel tiles
@@ -130,13 +131,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--invokes", type=int, default=300)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    # Arguments are checked before the (slow) grid runs.
     widths: list[float] = []
-    if args.widths:  # checked before the (slow) grid runs
+    if args.widths:
         try:
             widths = [float(w) for w in args.widths.split(",")]
         except ValueError:
-            raise SystemExit(f"--widths: expected numbers like 1,2,4, got {args.widths!r}"
-                             ) from None
+            widths = []
+        if not widths or min(widths) <= 0:
+            raise SystemExit(f"--widths: expected positive numbers like 1,2,4, got "
+                             f"{args.widths!r}")
+    if args.ladder:
+        from slimedge.errors import SlimEdgeError
+        from slimedge.ladder.store import read_manifest
+
+        try:
+            n_levels = len(read_manifest(args.ladder)["levels"])
+        except SlimEdgeError as exc:
+            raise SystemExit(str(exc)) from None
+        if not 0 < args.level < n_levels:
+            raise SystemExit(f"--level: {args.level} is not a pruned level index of "
+                             f"{args.ladder} (1..{n_levels - 1})")
 
     out = {"versions": {"ai-edge-litert": version("ai-edge-litert"),
                         "tensorflow": version("tensorflow-cpu") if _has("tensorflow-cpu")

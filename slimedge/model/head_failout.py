@@ -28,6 +28,7 @@ from slimedge.model.augment import AugmentConfig, augment_views
 from slimedge.model.failout import sample_live_mask
 from slimedge.model.head import core_logits
 from slimedge.model.mvcnn import accuracy_from_features, branch_features
+from slimedge.model.schedule import scheduled_lr
 
 _BATCH_OBJECTS = 64  # objects per augmentation call (part of the seeds: keep it fixed)
 
@@ -45,7 +46,8 @@ def train_split_features(branch: keras.Model, images: np.ndarray, *, copies: int
             if c > 0:
                 x = tf.convert_to_tensor(chunk, tf.float32) * (1.0 / 255.0)
                 x = augment_views(x, tf.constant([seed, 7919 * c + start], tf.int64), aug)
-                # branch_features takes uint8-scaled pixels; keep the augmented values exact.
+                # branch_features takes uint8-scale pixels and divides by 255 again: the
+                # round trip moves a value by at most 1 ulp (not rounded to whole pixels).
                 chunk = x.numpy() * np.float32(255.0)
             out[c, start : start + len(chunk)] = branch_features(branch, chunk)
     return out
@@ -67,24 +69,37 @@ def _head_step(head: keras.Model, optimizer: keras.optimizers.Optimizer
     return step
 
 
+def val_metrics(head: keras.Model, features: np.ndarray, labels: np.ndarray,
+                live_failed: np.ndarray) -> dict[str, float]:
+    """Val loss and accuracy with all views (pooled by the core, as the fleet pools) and the
+    accuracy with the fixed failure masks ``live_failed``."""
+    logits = core_logits(head, features, np.ones(live_failed.shape, bool))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return {
+        "val_loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "val_accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
+        "val_accuracy_failed": accuracy_from_features(head, features, labels, live_failed),
+    }
+
+
 def val_scores(head: keras.Model, features: np.ndarray, labels: np.ndarray,
                live_failed: np.ndarray) -> dict[str, float]:
-    """Val accuracy with all views, with the fixed failure masks, and their mean (the score)."""
-    full = float(np.mean(core_logits(head, features, np.ones(live_failed.shape, bool)
-                                     ).argmax(axis=1) == labels))
-    failed = accuracy_from_features(head, features, labels, live_failed)
-    return {"val_accuracy": full, "val_accuracy_failed": failed, "score": (full + failed) / 2}
+    """``val_metrics`` plus the stage's score: the mean of the two accuracies."""
+    m = val_metrics(head, features, labels, live_failed)
+    return {**m, "score": (m["val_accuracy"] + m["val_accuracy_failed"]) / 2}
 
 
 def finetune_head(head: keras.Model, train_features: np.ndarray, train_labels: np.ndarray,
                   val_features: np.ndarray, val_labels: np.ndarray, val_live_failed: np.ndarray,
                   *, epochs: int, rate: float, sampler: str, learning_rate: float,
                   lr_final_fraction: float, batch_size: int, seed: int,
-                  progress: bool = False) -> dict[str, Any]:
+                  lr_schedule: str = "cosine", progress: bool = False) -> dict[str, Any]:
     """Fine-tune ``head`` in place on ``train_features (C, N, V, D)``; keep the best epoch.
 
     Returns the stage's record: per-epoch history, the kept epoch (0: the joint stage's head)
-    and its val scores.
+    and its val scores. ``lr_schedule``/``lr_final_fraction`` as in the joint stage
+    (`slimedge.model.schedule`).
     """
     copies, n, views, _ = train_features.shape
     feats = train_features.reshape((copies * n,) + train_features.shape[2:])
@@ -96,11 +111,9 @@ def finetune_head(head: keras.Model, train_features: np.ndarray, train_labels: n
     start = val_scores(head, val_features, val_labels, val_live_failed)
     best = (start["score"], 0, [w.copy() for w in head.get_weights()], start)
     history: list[dict[str, Any]] = [{"epoch": 0, **start}]
-    low = learning_rate * lr_final_fraction
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        t = epoch / max(1, epochs - 1)  # cosine decay, as in the joint stage
-        lr = low + (learning_rate - low) * 0.5 * (1.0 + np.cos(np.pi * t))
+        lr = scheduled_lr(epoch, epochs, learning_rate, lr_schedule, lr_final_fraction)
         optimizer.learning_rate.assign(lr)
         rng = np.random.default_rng([seed, epoch, 5])
         order = rng.permutation(len(labels))

@@ -23,7 +23,6 @@ records it under ``head_failout`` and ``val_accuracy`` is the saved model's.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -51,19 +50,18 @@ from slimedge.model.failout import (
     max_failout_rate,
     sample_live_mask,
 )
-from slimedge.model.head import build_head, core_logits, head_info, load_head
-from slimedge.model.head_failout import finetune_head, train_split_features
+from slimedge.model.head import build_head, head_info, load_head
+from slimedge.model.head_failout import finetune_head, train_split_features, val_metrics
 from slimedge.model.mvcnn import (
-    accuracy_from_features,
     accuracy_vs_failed_views_from_features,
     branch_features,
     build_mvcnn,
 )
 from slimedge.model.pooling import ModelConfigError, check_pool_mode
+from slimedge.model.schedule import LR_SCHEDULES, scheduled_lr
 
 FORMAT_NAME = "slimedge-model"
 FORMAT_VERSION = 1
-LR_SCHEDULES = ("constant", "cosine")
 BRANCH_FILE = "branch.keras"
 HEAD_FILE = "head.keras"
 RECORD_FILE = "train.json"
@@ -176,13 +174,9 @@ class TrainConfig:
                                ramp_epochs=self.failout_ramp_epochs)
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of ``epoch`` (0-based). Cosine decay over the run: a late epoch's
-        small steps keep the validation accuracy from swinging between epochs."""
-        if self.lr_schedule == "constant" or self.epochs <= 1:
-            return float(self.learning_rate)
-        t = epoch / (self.epochs - 1)
-        low = self.learning_rate * self.lr_final_fraction
-        return float(low + (self.learning_rate - low) * 0.5 * (1.0 + math.cos(math.pi * t)))
+        """Learning rate of the joint stage's ``epoch`` (0-based)."""
+        return scheduled_lr(epoch, self.epochs, self.learning_rate, self.lr_schedule,
+                            self.lr_final_fraction)
 
     def head_rate(self, views: int) -> float:
         """The head failout stage's drop rate for ``views`` views."""
@@ -419,15 +413,7 @@ def _fixed_failures(n: int, views: int, k: int, seed: int) -> np.ndarray:
 def _validate(branch: keras.Model, head: keras.Model, images: np.ndarray, labels: np.ndarray,
               live_failed: np.ndarray) -> dict[str, float]:
     """Val metrics computed as the fleet computes them: branch, then core pooling."""
-    features = branch_features(branch, images)
-    logits = core_logits(head, features, np.ones(live_failed.shape, bool))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return {
-        "val_loss": float(-log_probs[np.arange(len(labels)), labels].mean()),
-        "val_accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
-        "val_accuracy_failed": accuracy_from_features(head, features, labels, live_failed),
-    }
+    return val_metrics(head, branch_features(branch, images), labels, live_failed)
 
 
 def _epoch_line(m: dict[str, Any]) -> str:
@@ -462,9 +448,10 @@ def _head_failout_stage(dataset: Dataset, config: TrainConfig, branch: keras.Mod
                           rate=config.head_rate(dataset.n_views),
                           sampler=config.head_failout_sampler,
                           learning_rate=config.head_failout_lr,
+                          lr_schedule=config.lr_schedule,
                           lr_final_fraction=config.lr_final_fraction,
                           batch_size=config.batch_size, seed=config.seed, progress=progress)
-    return {**stage, "rate": config.head_rate(dataset.n_views),
+    return {**stage, "rate": config.head_rate(dataset.n_views), "copies": copies,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
