@@ -14,99 +14,83 @@ from slimedge.errors import SlimEdgeError
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 
 
-def _add_json(p: argparse.ArgumentParser) -> None:
+def _command(sub: argparse._SubParsersAction, name: str, help: str, handler: Handler,
+             *add_options: Callable[[argparse.ArgumentParser], None]
+             ) -> argparse.ArgumentParser:
+    """One subcommand: its options (from the stage's commands module), --json, its handler.
+    Returns the parser for command-specific arguments."""
+    p = sub.add_parser(name, help=help)
+    for add in add_options:
+        add(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """A command with subcommands (`slimedge data generate`, ...)."""
+    return sub.add_parser(name, help=help).add_subparsers(
+        dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def _out_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="dataset directory to write")
 
 
 def _data_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.data import commands as cmd
 
-    data = sub.add_parser("data", help="make, import and inspect multi-view datasets")
-    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
-
-    p = dsub.add_parser("generate", help="render the built-in parametric 3D objects (no download)")
-    p.add_argument("--out", required=True, help="dataset directory to write")
-    cmd.add_generate_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.generate)
-
-    p = dsub.add_parser("import-modelnet", help="import ModelNet40 12-view renders")
+    dsub = _group(sub, "data", "make, import and inspect multi-view datasets")
+    _command(dsub, "generate", "render the built-in parametric 3D objects (no download)",
+             cmd.generate, _out_dir, cmd.add_generate_options)
+    p = _command(dsub, "import-modelnet", "import ModelNet40 12-view renders",
+                 cmd.import_modelnet, _out_dir, cmd.add_modelnet_options)
     p.add_argument("root", help="<root>/<class>/<split>/<class>_<NNNN>.obj.shaded_v<VVV>.png")
-    p.add_argument("--out", required=True, help="dataset directory to write")
-    cmd.add_modelnet_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.import_modelnet)
-
-    p = dsub.add_parser("import-meshes", help="render your own meshes with the camera ring")
+    p = _command(dsub, "import-meshes", "render your own meshes with the camera ring",
+                 cmd.import_meshes, _out_dir, cmd.add_meshes_options)
     p.add_argument("root", help="<root>/<class>/{train,test}/*.{off,obj,stl}")
-    p.add_argument("--out", required=True, help="dataset directory to write")
-    cmd.add_meshes_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.import_meshes)
-
-    p = dsub.add_parser("info", help="summarize a dataset")
+    p = _command(dsub, "info", "summarize a dataset", cmd.info)
     p.add_argument("path")
     p.add_argument("--verify", action="store_true", help="recompute and check the content hash")
-    _add_json(p)
-    p.set_defaults(handler=cmd.info)
-
-    p = dsub.add_parser("show", help="write an objects x views contact sheet (PNG)")
+    p = _command(dsub, "show", "write an objects x views contact sheet (PNG)", cmd.show)
     p.add_argument("path")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--objects", type=int, default=8, help="rows (objects) in the sheet")
     p.add_argument("--split", default=None, help="take objects from this split only")
     p.add_argument("--seed", type=int, default=0, help="which objects are picked")
-    _add_json(p)
-    p.set_defaults(handler=cmd.show)
 
 
 def _device_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.devices import commands as cmd
 
-    devices = sub.add_parser("devices", help="the device catalog (firmware_configs/devices)")
-    dsub = devices.add_subparsers(dest="devices_command", required=True, metavar="COMMAND")
-    p = dsub.add_parser("list", help="list the boards of the catalog")
-    cmd.add_list_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.list_boards)
-    p = dsub.add_parser("show", help="every field of one board, with its source")
-    cmd.add_show_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.show_board)
-
-    fleet = sub.add_parser("fleet", help="fleet files (firmware_configs/fleets)")
-    fsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
-    p = fsub.add_parser("show", help="the devices of a fleet, their boards and views")
-    cmd.add_fleet_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.show_fleet)
+    dsub = _group(sub, "devices", "the device catalog (firmware_configs/devices)")
+    _command(dsub, "list", "list the boards of the catalog", cmd.list_boards,
+             cmd.add_list_options)
+    _command(dsub, "show", "every field of one board, with its source", cmd.show_board,
+             cmd.add_show_options)
+    fsub = _group(sub, "fleet", "fleet files (firmware_configs/fleets)")
+    _command(fsub, "show", "the devices of a fleet, their boards and views", cmd.show_fleet,
+             cmd.add_fleet_options)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge.model import commands as cmd
 
-    p = sub.add_parser("train", help="train the MVCNN (branch + head) with failout")
-    cmd.add_train_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.train)
+    _command(sub, "train", "train the MVCNN (branch + head) with failout", cmd.train,
+             cmd.add_train_options)
 
 
 def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.ladder import commands as cmd
 
-    ladder = sub.add_parser("ladder", help="the pruning ladder: levels, measured costs")
-    lsub = ladder.add_subparsers(dest="ladder_command", required=True, metavar="COMMAND")
-    p = lsub.add_parser("build", help="prune, fine-tune, measure and cache every level")
-    cmd.add_build_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.build)
-
-    p = lsub.add_parser("info", help="per-level measured costs and accuracy")
+    lsub = _group(sub, "ladder", "the pruning ladder: levels, measured costs")
+    _command(lsub, "build", "prune, fine-tune, measure and cache every level", cmd.build,
+             cmd.add_build_options)
+    p = _command(lsub, "info", "per-level measured costs and accuracy", cmd.info)
     p.add_argument("ladder")
-    _add_json(p)
-    p.set_defaults(handler=cmd.info)
 
-    p = sub.add_parser("evaluate", help="system accuracy of a level per view and a failure set")
+    p = _command(sub, "evaluate", "system accuracy of a level per view and a failure set",
+                 cmd.evaluate)
     p.add_argument("ladder")
     p.add_argument("--levels", required=True,
                    help="level index per view (0,0,3,...), one for all, or fractions (0.5,...)")
@@ -114,60 +98,43 @@ def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--vs-failed", action="store_true",
                    help="also accuracy vs number of failed views (mean and worst)")
-    _add_json(p)
-    p.set_defaults(handler=cmd.evaluate)
 
-    p = sub.add_parser("importance", help="view importance: Shapley, leave-one-out, ratio")
+    p = _command(sub, "importance", "view importance: Shapley, leave-one-out, ratio",
+                 cmd.importance)
     p.add_argument("ladder")
     p.add_argument("--levels", default=None, help="levels to measure at (default: all 0)")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--out", default=None, help="write the result as JSON here (and a .png)")
     p.add_argument("--no-plot", dest="plot", action="store_false")
-    _add_json(p)
-    p.set_defaults(handler=cmd.importance)
 
 
 def _plan_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge.plan import commands as cmd
 
-    p = sub.add_parser("plan", help="search per-view pruning levels for a fleet, with "
-                                    "contingency plans and baselines")
-    cmd.add_plan_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.plan)
+    _command(sub, "plan", "search per-view pruning levels for a fleet, with contingency plans "
+             "and baselines", cmd.plan, cmd.add_plan_options)
 
 
 def _export_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.export import commands as cmd
 
-    keys = sub.add_parser("keys", help="signing keys for deployments")
-    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
-    p = ksub.add_parser("generate", help="a new Ed25519 key pair (private + public PEM)")
-    cmd.add_keys_generate_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.keys_generate)
-
-    p = sub.add_parser("export", help="per-device artifacts, verified, in a signed deployment")
-    cmd.add_export_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.export)
-
-    p = sub.add_parser("verify", help="check a deployment: signature, hashes, artifacts load")
-    cmd.add_verify_options(p)
-    _add_json(p)
-    p.set_defaults(handler=cmd.verify)
+    ksub = _group(sub, "keys", "signing keys for deployments")
+    _command(ksub, "generate", "a new Ed25519 key pair (private + public PEM)",
+             cmd.keys_generate, cmd.add_keys_generate_options)
+    _command(sub, "export", "per-device artifacts, verified, in a signed deployment",
+             cmd.export, cmd.add_export_options)
+    _command(sub, "verify", "check a deployment: signature, hashes, artifacts load",
+             cmd.verify, cmd.add_verify_options)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
-    p = sub.add_parser("demo", help="run the whole pipeline on built-in defaults")
+    p = _command(sub, "demo", "run the whole pipeline on built-in defaults", demo.run_demo)
     p.add_argument("--work", default="./slimedge-work", help="work folder")
     p.add_argument("--quick", action="store_true", help="a small version that runs in minutes")
     p.add_argument("--force", action="store_true", help="rerun every stage even if up to date")
     p.add_argument("--workers", type=int, default=None, help="processes for parallel stages")
-    _add_json(p)
-    p.set_defaults(handler=demo.run_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
