@@ -66,3 +66,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_versioned_json(path: str | os.PathLike, *, fmt: str, version: int,
+                        error: type[Exception], remedy: str = "") -> dict[str, Any]:
+    """The object in JSON file ``path``, checked to be a ``fmt`` document of ``version``.
+
+    Anything else raises ``error`` naming the file and the field; ``remedy`` (e.g. "rebuild
+    the ladder") is added to a version mismatch.
+    """
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise error(f"{path}: field 'format' is not '{fmt}'")
+    if obj.get("format_version") != version:
+        hint = f" ({remedy})" if remedy else ""
+        raise error(f"{path}: field 'format_version' is {obj.get('format_version')!r}; this "
+                    f"slimedge reads version {version}{hint}")
+    return obj

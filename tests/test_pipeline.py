@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slimedge.artifacts import atomic_dir, atomic_file
+from slimedge.artifacts import atomic_dir, atomic_file, read_versioned_json
 from slimedge.errors import DatasetError, StageError
 from slimedge.pipeline import Stage, WorkFolder
 
@@ -78,3 +78,21 @@ def test_damaged_state_file_means_rerun_not_crash(tmp_path):
     (tmp_path / "stages.json").write_text("{not json")
     work = WorkFolder(tmp_path)
     assert work.run(Stage("a", "a", {}, _writer([], "v"))).status == "ran"
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ('{"format": "x", "format_version": 1, "a": 2}', None),
+    ("{ nope", r"doc.json: not valid JSON"),
+    ("[1, 2]", r"doc.json: field 'format' is not 'x'"),
+    ('{"format": "y", "format_version": 1}', r"doc.json: field 'format' is not 'x'"),
+    ('{"format": "x", "format_version": 2}',
+     r"doc.json: field 'format_version' is 2; this slimedge reads version 1 \(redo it\)"),
+])
+def test_read_versioned_json(tmp_path, text, match):
+    path = tmp_path / "doc.json"
+    path.write_text(text)
+    if match is None:
+        assert read_versioned_json(path, fmt="x", version=1, error=DatasetError)["a"] == 2
+    else:
+        with pytest.raises(DatasetError, match=match):
+            read_versioned_json(path, fmt="x", version=1, error=DatasetError, remedy="redo it")

@@ -323,3 +323,9 @@ def test_load_trained_rejects_tampered_files(trained, tmp_path):
         load_trained(copy)
     with pytest.raises(ModelConfigError, match="not a trained model directory"):
         load_trained(tmp_path)
+    (copy / "train.json").write_text("{ truncated")
+    with pytest.raises(ModelConfigError, match=r"train.json: not valid JSON"):
+        load_trained(copy)
+    (copy / "train.json").write_text(json.dumps({"format": "slimedge-model", "format_version": 9}))
+    with pytest.raises(ModelConfigError, match=r"'format_version' is 9; .*\(train again\)"):
+        load_trained(copy)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from slimedge.artifacts import atomic_dir
+from slimedge.artifacts import atomic_dir, read_versioned_json
 from slimedge.errors import DatasetError
 
 FORMAT_NAME = "slimedge-dataset"
@@ -161,18 +161,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     meta_path = path / "meta.json"
     if not path.is_dir() or not meta_path.is_file():
         raise DatasetError(f"{path}: not a slimedge dataset directory (no meta.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise DatasetError(f"{meta_path}: field 'format' is not '{FORMAT_NAME}'")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise DatasetError(
-            f"{meta_path}: field 'format_version' is {version!r}; this slimedge reads version "
-            f"{FORMAT_VERSION} (regenerate or re-import the dataset)"
-        )
+    meta = read_versioned_json(meta_path, fmt=FORMAT_NAME, version=FORMAT_VERSION,
+                               error=DatasetError,
+                               remedy="regenerate or re-import the dataset")
     for key in ("class_names", "splits", "content_hash"):
         if key not in meta:
             raise DatasetError(f"{meta_path}: missing field '{key}'")

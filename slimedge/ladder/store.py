@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from slimedge.artifacts import read_versioned_json
 from slimedge.errors import SlimEdgeError
 
 LADDER_FORMAT = "slimedge-ladder"
@@ -48,17 +48,8 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
         raise LadderError(f"{root}: no such ladder (path does not exist)")
     if not path.is_file():
         raise LadderError(f"{root}: not a ladder directory (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LadderError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != LADDER_FORMAT:
-        raise LadderError(f"{path}: field 'format' is not '{LADDER_FORMAT}'")
-    if manifest.get("format_version") != LADDER_VERSION:
-        raise LadderError(
-            f"{path}: field 'format_version' is {manifest.get('format_version')!r}; this "
-            f"slimedge reads version {LADDER_VERSION} (rebuild the ladder)"
-        )
+    manifest = read_versioned_json(path, fmt=LADDER_FORMAT, version=LADDER_VERSION,
+                                   error=LadderError, remedy="rebuild the ladder")
     levels = manifest.get("levels")
     if not isinstance(levels, list) or not levels:
         raise LadderError(f"{path}: field 'levels' must be a non-empty list")

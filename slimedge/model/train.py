@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from slimedge.artifacts import atomic_dir, sha256_file, write_json
+from slimedge.artifacts import atomic_dir, read_versioned_json, sha256_file, write_json
 from slimedge.data.container import Dataset
 from slimedge.errors import DatasetError
 from slimedge.model.augment import AugmentConfig, augment_views
@@ -505,15 +505,12 @@ def _save(out_dir: Path, branch: keras.Model, head: keras.Model, record: dict[st
 
 def load_trained(out_dir: str | os.PathLike) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
     """``(branch, head, train.json record)`` of a training output directory."""
-    import json
-
     out_dir = Path(out_dir)
     record_path = out_dir / RECORD_FILE
     if not record_path.is_file():
         raise ModelConfigError(f"{out_dir}: not a trained model directory (no {RECORD_FILE})")
-    record = json.loads(record_path.read_text())
-    if record.get("format") != FORMAT_NAME or record.get("format_version") != FORMAT_VERSION:
-        raise ModelConfigError(f"{record_path}: not a {FORMAT_NAME} v{FORMAT_VERSION} record")
+    record = read_versioned_json(record_path, fmt=FORMAT_NAME, version=FORMAT_VERSION,
+                                 error=ModelConfigError, remedy="train again")
     for name in (BRANCH_FILE, HEAD_FILE):
         path = out_dir / name
         if not path.is_file() or sha256_file(path) != record.get("files", {}).get(name):

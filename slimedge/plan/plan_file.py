@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from slimedge import _core
-from slimedge.artifacts import atomic_file, write_json
+from slimedge.artifacts import atomic_file, read_versioned_json, write_json
 from slimedge.plan import PlanError
 
 PLAN_FORMAT = "slimedge-plan"
@@ -111,15 +110,8 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PlanFileError(f"{path}: no such plan file")
-    try:
-        plan = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanFileError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        raise _fail(path, "format", f"expected '{PLAN_FORMAT}'")
-    if plan.get("format_version") != PLAN_VERSION:
-        raise _fail(path, "format_version", f"is {plan.get('format_version')!r}; this "
-                    f"slimedge reads version {PLAN_VERSION}")
+    plan = read_versioned_json(path, fmt=PLAN_FORMAT, version=PLAN_VERSION,
+                               error=PlanFileError, remedy="plan again")
     views = plan.get("views")
     if not isinstance(views, list) or not views:
         raise _fail(path, "views", "expected a non-empty list")
