@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from slimedge import _core  # noqa: E402
 from slimedge.cli import main  # noqa: E402
 from slimedge.data.generator import GeneratorConfig, generate  # noqa: E402
 from slimedge.ladder.build import LadderConfig, build_ladder  # noqa: E402
@@ -49,33 +48,29 @@ def test_manifest_records_measured_costs(built):
 def test_evaluator_equals_running_the_int8_branches(built):
     """Evaluator predictions == each view's int8 TFLite branch run now (as a device would),
     pooled by the core and classified by the head's Keras classifier."""
-    import keras
-
-    from slimedge.model.head import head_classifier
-    from slimedge.runtime.branch import BranchRunner
+    from slimedge.ladder.device_pipeline import DevicePipeline
 
     root, ds, manifest = built
     ev = Evaluator.from_ladder(root / "ladder", "test")
-    head = keras.saving.load_model(root / "ladder" / "head.keras", compile=False)
-    classifier = head_classifier(head)
     images, labels = ds.subset("test")
     np.testing.assert_array_equal(ev.labels, labels)
-    runners = [BranchRunner(level_dir(root / "ladder", i) / "branch_int8.tflite")
-               for i in range(len(LEVELS))]
+    device = DevicePipeline(root / "ladder", images)
     rng = np.random.default_rng(0)
     V = ds.n_views
     for _ in range(3):
         levels = rng.integers(0, len(LEVELS), V)
         live = rng.random(V) < 0.7
         live[rng.integers(V)] = True
-        feats = np.stack([runners[levels[v]].run(images[:, v]).features for v in range(V)], 1)
-        scale = np.array([runners[lv].output_quantization[0] for lv in levels], np.float32)
-        zp = np.array([runners[lv].output_quantization[1] for lv in levels], np.int32)
-        pooled, empty = _core.pool(feats, live, mode=manifest["pool_mode"], scale=scale,
-                                   zero_point=zp)
-        want = np.argmax(classifier.predict(pooled, verbose=0), axis=1)
-        want[empty] = -1
-        np.testing.assert_array_equal(ev.predictions(levels, live), want)
+        np.testing.assert_array_equal(ev.predictions(levels, live),
+                                      device.predictions(levels, live))
+    # Independently of the pipeline's pooling: one live view at level 0 is that view's own
+    # int8 features, dequantized, through the classifier.
+    live = np.zeros(V, bool)
+    live[1] = True
+    scale, zp = device.runners[0].output_quantization
+    pooled = (device.features(0, 1).astype(np.float32) - zp) * scale
+    want = np.argmax(device.classifier.predict(pooled, verbose=0), axis=1)
+    np.testing.assert_array_equal(ev.predictions([0] * V, live), want)
 
 
 def test_exactness_tool_agrees(built, capsys):

@@ -38,13 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    from slimedge import _core
     from slimedge.data.container import load_dataset
+    from slimedge.ladder.device_pipeline import DevicePipeline
     from slimedge.ladder.evaluator import Evaluator
     from slimedge.ladder.store import level_dir, read_manifest
-    from slimedge.model.head import head_classifier, load_head
     from slimedge.model.mvcnn import branch_features
-    from slimedge.runtime.branch import BranchRunner
 
     manifest = read_manifest(args.ladder)
     ds = load_dataset(args.dataset)
@@ -53,27 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"({ds.content_hash()[:12]} vs {manifest['dataset_hash'][:12]})")
     images, labels = ds.subset("test")
     ev = Evaluator.from_ladder(args.ladder, "test")
-    head = load_head(os.path.join(args.ladder, "head.keras"))
-    classifier = head_classifier(head)
+    device = DevicePipeline(args.ladder, images)
     n_levels, V = len(manifest["levels"]), ds.n_views
-    runners = [BranchRunner(level_dir(args.ladder, i) / "branch_int8.tflite")
-               for i in range(n_levels)]
-    cache: dict[tuple[int, int], np.ndarray] = {}  # (level, view) -> int8 features
-
-    def device_features(level: int, view: int) -> np.ndarray:
-        if (level, view) not in cache:
-            cache[level, view] = runners[level].run(images[:, view]).features
-        return cache[level, view]
-
-    def device_predictions(levels: np.ndarray, live: np.ndarray) -> np.ndarray:
-        feats = np.stack([device_features(int(levels[v]), v) for v in range(V)], 1)
-        scale = np.array([runners[lv].output_quantization[0] for lv in levels], np.float32)
-        zp = np.array([runners[lv].output_quantization[1] for lv in levels], np.int32)
-        pooled, empty = _core.pool(feats, live, mode=manifest["pool_mode"], scale=scale,
-                                   zero_point=zp)
-        pred = np.argmax(classifier.predict(pooled, verbose=0), axis=1)
-        pred[empty] = -1
-        return pred
 
     rng = np.random.default_rng(args.seed)
     rows = []
@@ -83,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         live[rng.integers(V)] = True
         configs.append((rng.integers(0, n_levels, V), live))
     for levels, live in configs:
-        want = device_predictions(levels, live)
+        want = device.predictions(levels, live)
         got = ev.predictions(levels, live)
         rows.append({"levels": [int(x) for x in levels],
                      "dead": [int(v) for v in np.flatnonzero(~live)],
@@ -93,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     branch0 = keras.saving.load_model(level_dir(args.ladder, 0) / "branch.keras", compile=False)
     feats = branch_features(branch0, images)
-    logits = head.predict([feats, np.ones((len(labels), V), np.float32)], verbose=0)
+    logits = device.head.predict([feats, np.ones((len(labels), V), np.float32)], verbose=0)
     float_acc = float(np.mean(np.argmax(logits, axis=1) == labels))
     exact = all(r["equal"] == r["frames"] for r in rows)
     summary = {"ladder": args.ladder, "model_hash": manifest["model_hash"],
