@@ -27,7 +27,7 @@ from tqdm import tqdm
 from slimedge.model.augment import AugmentConfig, augment_views
 from slimedge.model.failout import sample_live_mask
 from slimedge.model.head import core_logits
-from slimedge.model.mvcnn import accuracy_from_features, branch_features
+from slimedge.model.mvcnn import accuracy_from_features, branch_features, to_branch_input
 from slimedge.model.schedule import scheduled_lr
 
 _BATCH_OBJECTS = 64  # objects per augmentation call (part of the seeds: keep it fixed)
@@ -43,13 +43,12 @@ def train_split_features(branch: keras.Model, images: np.ndarray, *, copies: int
     for c in range(copies):
         for start in range(0, n, _BATCH_OBJECTS):
             chunk = np.asarray(images[start : start + _BATCH_OBJECTS])
-            if c > 0:
-                x = tf.convert_to_tensor(chunk, tf.float32) * (1.0 / 255.0)
-                x = augment_views(x, tf.constant([seed, 7919 * c + start], tf.int64), aug)
-                # branch_features takes uint8-scale pixels and divides by 255 again: the
-                # round trip moves a value by at most 1 ulp (not rounded to whole pixels).
-                chunk = x.numpy() * np.float32(255.0)
-            out[c, start : start + len(chunk)] = branch_features(branch, chunk)
+            if c == 0:
+                out[c, start : start + len(chunk)] = branch_features(branch, chunk)
+                continue
+            x = augment_views(tf.convert_to_tensor(to_branch_input(chunk)),
+                              tf.constant([seed, 7919 * c + start], tf.int64), aug)
+            out[c, start : start + len(chunk)] = branch_features(branch, x.numpy(), scaled=True)
     return out
 
 

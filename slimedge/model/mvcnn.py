@@ -88,15 +88,17 @@ def build_mvcnn(branch: keras.Model, head: keras.Model, views: int, *,
     return keras.Model([images, mask], outputs, name="mvcnn")
 
 
-def branch_features(branch: keras.Model, images: np.ndarray, *, batch_size: int = 512
-                    ) -> np.ndarray:
-    """Features ``(N, V, D)`` float32 of uint8 images ``(N, V, H, W, C)``, inference mode."""
+def branch_features(branch: keras.Model, images: np.ndarray, *, batch_size: int = 512,
+                    scaled: bool = False) -> np.ndarray:
+    """Features ``(N, V, D)`` float32 of uint8 images ``(N, V, H, W, C)``, inference mode.
+    ``scaled=True``: the images are already the branch's float input (e.g. augmented)."""
     images = np.asarray(images)
     n, v = images.shape[:2]
     flat = images.reshape((n * v,) + images.shape[2:])
     out = np.empty((n * v, int(branch.output_shape[-1])), np.float32)
     for start in range(0, n * v, batch_size):
-        chunk = to_branch_input(flat[start : start + batch_size])
+        part = flat[start : start + batch_size]
+        chunk = np.asarray(part, np.float32) if scaled else to_branch_input(part)
         out[start : start + len(chunk)] = np.asarray(branch(chunk, training=False))
     return out.reshape(n, v, -1)
 
