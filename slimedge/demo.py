@@ -134,11 +134,9 @@ def _importance_stage(work: WorkFolder) -> Stage:
         ev = Evaluator.from_ladder(work.path("ladder"), "val")
         result = view_importance(ev)
         result["split"] = "val"
-        result["vs_failed"] = {
-            split: Evaluator.from_ladder(work.path("ladder"), split).accuracy_vs_failed(
-                [0] * ev.n_views)
-            for split in ("val", "test")
-        }
+        evaluators = {"val": ev, "test": Evaluator.from_ladder(work.path("ladder"), "test")}
+        result["vs_failed"] = {split: e.accuracy_vs_failed([0] * ev.n_views)
+                               for split, e in evaluators.items()}
         write_json(out, result)
         return {"full_accuracy": result["full_accuracy"]}
 
@@ -176,8 +174,19 @@ def _plan_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
 
     inputs = {"ladder": work.record("ladder").get("files_hash"),
               "importance": work.state.get("importance", {}).get("fingerprint"),
-              "fleet": DEMO_FLEET, "plan": s.plan}
+              "fleet": _fleet_files(), "plan": s.plan}
     return Stage("plan", "plan.json", inputs, run)
+
+
+def _fleet_files() -> dict[str, str]:
+    """Hashes of the demo fleet's file and of the board catalog it reads: an edited board or
+    fleet file makes the plan (and so the deployment) stale, not just a renamed fleet."""
+    from slimedge.artifacts import sha256_file
+    from slimedge.devices.catalog import devices_dir
+    from slimedge.devices.fleet import resolve_fleet_path
+
+    files = [resolve_fleet_path(DEMO_FLEET), *sorted(devices_dir().glob("*.yaml"))]
+    return {f"{p.parent.name}/{p.name}": sha256_file(p) for p in files}
 
 
 def _deploy_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:

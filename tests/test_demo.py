@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from slimedge.cli import main  # noqa: E402
-from slimedge.demo import _model_on_disk  # noqa: E402
+from slimedge.demo import _fleet_files, _model_on_disk  # noqa: E402
 from slimedge.ladder.build import model_hash  # noqa: E402
 from slimedge.pipeline import WorkFolder  # noqa: E402
 
@@ -55,3 +55,22 @@ def test_ladder_input_is_the_model_on_disk(tmp_path):
     first = _model_on_disk(work)
     (model / "train.json").write_text(json.dumps({"files": {"branch.keras": "a", "head.keras": "c"}}))
     assert first is not None and _model_on_disk(work) not in (None, first)
+
+
+def test_plan_input_follows_the_fleet_and_board_files(tmp_path, monkeypatch):
+    """Editing a board of the catalog (not only renaming the fleet) makes the plan stale."""
+    import shutil
+
+    from slimedge.devices.catalog import firmware_configs_dir
+
+    copy = tmp_path / "firmware_configs"
+    shutil.copytree(firmware_configs_dir(), copy)
+    monkeypatch.setenv("SLIMEDGE_FIRMWARE_CONFIGS", str(copy))
+    before = _fleet_files()
+    assert "fleets/mixed12.yaml" in before and "devices/rpi4b.yaml" in before
+    board = copy / "devices" / "rpi4b.yaml"
+    board.write_text(board.read_text() + "\n# edited\n")
+    after = _fleet_files()
+    assert after["devices/rpi4b.yaml"] != before["devices/rpi4b.yaml"]
+    assert {k: v for k, v in after.items() if k != "devices/rpi4b.yaml"} == {
+        k: v for k, v in before.items() if k != "devices/rpi4b.yaml"}
