@@ -181,7 +181,8 @@ def test_writer_rejects_symlinks(deploy, keys):
 def test_failed_rewrite_keeps_the_last_good_manifest(deploy, keys):
     write_deployment_manifest(deploy, draft(), keys[0])
     before = {n: (deploy / n).read_bytes() for n in (MANIFEST_NAME, SIGNATURE_NAME)}
-    with pytest.raises(ExportError):
+    with pytest.raises(ExportError, match=r"devices/gone.tflite \(devices\[1\].artifact\): "
+                       r"missing"):
         write_deployment_manifest(deploy, draft(artifact="devices/gone.tflite"), keys[0])
     assert {n: (deploy / n).read_bytes() for n in before} == before
 

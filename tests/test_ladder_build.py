@@ -15,6 +15,7 @@ from slimedge.data.generator import GeneratorConfig, generate  # noqa: E402
 from slimedge.ladder.build import LadderConfig, build_ladder  # noqa: E402
 from slimedge.ladder.evaluator import Evaluator  # noqa: E402
 from slimedge.ladder.store import LEVEL_KEYS, LadderError, level_dir, read_manifest  # noqa: E402
+from slimedge.prune import PruneError  # noqa: E402
 
 CLASSES = ("chair", "table", "cup", "monitor")  # as the session's tiny ladder (conftest.py)
 LEVELS = (0.0, 0.5, 0.75)
@@ -134,7 +135,7 @@ def test_bad_inputs_are_named_and_nothing_is_overwritten(built, tmp_path, capsys
     with pytest.raises(LadderError, match="the model was trained on dataset"):
         build_ladder(other, root / "model", ladder, LadderConfig(levels=(0.0,)), progress=False)
     assert (ladder / "manifest.json").read_bytes() == before
-    with pytest.raises(Exception, match=r"pruning level 1.0 is outside \[0, 1\)"):
+    with pytest.raises(PruneError, match=r"pruning level 1.0 is outside \[0, 1\)"):
         LadderConfig(levels=(0.0, 1.0)).validate()
     assert main(["evaluate", str(ladder), "--levels", "0,9", "--json"]) == 2
     assert "--levels: expected 12 values" in capsys.readouterr().err

@@ -39,9 +39,13 @@ def test_camera_ring_is_elevation_major():
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("azimuths, elevations", [(0, (30.0,)), (12, ()), (12, (95.0,))])
-def test_camera_ring_rejects_bad_arguments(azimuths, elevations):
-    with pytest.raises(DatasetError):
+@pytest.mark.parametrize("azimuths, elevations, match", [
+    (0, (30.0,), "azimuths: need a positive whole number, got 0"),
+    (12, (), "elevations: need at least one elevation"),
+    (12, (95.0,), r"elevations: 95.0 lies outside -90..90 degrees"),
+])
+def test_camera_ring_rejects_bad_arguments(azimuths, elevations, match):
+    with pytest.raises(DatasetError, match=match):
         camera_ring(azimuths, elevations)
 
 

@@ -23,7 +23,6 @@ Batches can run on a pymoo-style runner (`runner(f, jobs) -> list`, e.g.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -178,7 +177,6 @@ class AccuracyCache:
         self.calls = 0
         self.hits = 0
         self.gathers = 0
-        self.gathered: list[tuple[int, ...]] = []  # level vectors gathered, in order
 
     def key(self, levels: np.ndarray, dead_mask: int) -> bytes:
         k = np.asarray(levels, np.uint8).copy()
@@ -208,9 +206,8 @@ class AccuracyCache:
         if jobs:
             results = (self.runner(accuracy_job, jobs) if self.runner is not None
                        else [accuracy_job((self.ev, *job[1:])) for job in jobs])
-            for job, ks, res in zip(jobs, job_keys, results, strict=True):
-                self.gathers += 1
-                self.gathered.append(tuple(int(x) for x in job[1]))
+            self.gathers += len(jobs)
+            for ks, res in zip(job_keys, results, strict=True):
                 for k, a in zip(ks, np.asarray(res, float), strict=True):
                     self.memo[k] = float(a)
                 self.calls += len(ks)
@@ -225,11 +222,3 @@ class AccuracyCache:
 def expected_accuracy(acc: np.ndarray, sets: FailureSets) -> float:
     """sum P(S) acc(S) over the kept sets (left-out mass counted as accuracy 0)."""
     return float(np.dot(sets.probabilities, acc))
-
-
-def worst_case(acc: np.ndarray, masks: np.ndarray) -> tuple[float, int]:
-    """(worst accuracy, its dead mask); (nan, -1) when there are no sets."""
-    if not len(acc):
-        return math.nan, -1
-    i = int(np.argmin(acc))
-    return float(acc[i]), int(masks[i])

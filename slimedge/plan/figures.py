@@ -20,6 +20,7 @@ from slimedge.plan.contingency import fitting_evaluator
 from slimedge.plan.failures import (
     FailureSets,
     enumerate_failure_sets,
+    expected_accuracy,
     live_masks,
     sets_up_to,
     views_of,
@@ -59,8 +60,7 @@ def accuracy_figures(ctx: PlanContext, ev: Evaluator, levels: Sequence[int],
     acc = dict(zip(union.tolist(),
                    split_accuracies(ctx, ev, levels, union, weights_by_mask).tolist(),
                    strict=True))
-    expected = float(sum(p * acc[int(m)] for m, p in zip(sets.masks, sets.probabilities,
-                                                          strict=True)))
+    expected = expected_accuracy(np.array([acc[int(m)] for m in sets.masks]), sets)
     worst_mask = min(k_masks.tolist(), key=lambda m: (acc[m], m)) if len(k_masks) else None
     return {
         "accuracy": acc[0],
