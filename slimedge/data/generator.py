@@ -29,7 +29,7 @@ from slimedge.data.container import SPLITS, Dataset
 from slimedge.data.objects import CLASS_NAMES, build_object, check_classes
 from slimedge.data.render import DEFAULT_LIGHT, normalize_mesh, render_views
 from slimedge.errors import DatasetError
-from slimedge.parallel import available_cpus, map_ordered
+from slimedge.parallel import map_ordered, resolve_workers
 
 GENERATOR_VERSION = "1"  # bump when the same config would make different pixels
 PRESETS = ("default", "quick", "tiny")
@@ -216,11 +216,8 @@ def generate(
     n_per, size = config.objects_per_class, config.image_size
     tasks = [(c * n_per + i, cls, i) for c, cls in enumerate(config.classes) for i in range(n_per)]
     images = np.zeros((len(tasks), config.n_views, size, size, 1), dtype=np.uint8)
-    if workers is None:
-        workers = min(available_cpus(), 8)
-    if workers < 1:
-        raise DatasetError(f"workers: must be at least 1, got {workers}")
-    workers = min(workers, max(1, len(tasks) // 8))  # tiny sets are faster in-process
+    # Tiny sets are faster in-process; an explicit count is honoured.
+    workers = resolve_workers(workers, len(tasks), min_parallel=16, cap=8, error=DatasetError)
     chunk = max(4, min(64, math.ceil(len(tasks) / (workers * 8))))
     rendered = map_ordered(functools.partial(_render_task, config), tasks, workers=workers,
                            progress=progress, desc="rendering objects", chunksize=chunk)
@@ -268,7 +265,8 @@ def add_cli_options(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="rendering processes (default: CPU count); the data do not depend on it",
+        help="rendering processes (default: CPU count, at most 8; one for a small set); the "
+        "data do not depend on it",
     )
 
 
