@@ -40,10 +40,10 @@ def max_failout_rate(views: int, sampler: str) -> float:
     return (views - 1) / views if sampler == "bernoulli" else (views - 1) / (2 * views)
 
 
-def check_sampler(sampler: str) -> str:
+def check_sampler(sampler: str, where: str = "failout_sampler") -> str:
     if sampler not in FAILOUT_SAMPLERS:
         raise ModelConfigError(
-            f"failout_sampler: unknown sampler {sampler!r} (expected one of "
+            f"{where}: unknown sampler {sampler!r} (expected one of "
             f"{list(FAILOUT_SAMPLERS)})"
         )
     return sampler
@@ -58,16 +58,17 @@ def check_schedule(schedule: str) -> str:
     return schedule
 
 
-def check_rate(rate: float, views: int | None = None, sampler: str = "bernoulli") -> float:
+def check_rate(rate: float, views: int | None = None, sampler: str = "bernoulli",
+               where: str = "failout_rate") -> float:
     """A rate in [0, 1), and (given the view count) one the sampler can reach."""
     rate = float(rate)
     if not 0.0 <= rate < 1.0:
-        raise ModelConfigError(f"failout_rate: expected a rate in [0, 1), got {rate!r}")
+        raise ModelConfigError(f"{where}: expected a rate in [0, 1), got {rate!r}")
     if views is not None and rate > 0:
         top = max_failout_rate(views, sampler)
         if rate > top + 1e-12:
             raise ModelConfigError(
-                f"failout_rate: {rate} cannot be reached with {views} views and sampler "
+                f"{where}: {rate} cannot be reached with {views} views and sampler "
                 f"{sampler!r} while keeping one view live (at most {top:.4f})"
             )
     return rate

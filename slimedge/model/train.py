@@ -152,12 +152,10 @@ class TrainConfig:
             raise ModelConfigError(f"head_failout_epochs: expected an integer >= 0, got "
                                    f"{self.head_failout_epochs!r}")
         _positive_int("head_failout_copies", self.head_failout_copies)
-        try:  # the failout checks name "failout_…" fields: these are the stage's
-            check_sampler(self.head_failout_sampler)
-            if self.head_failout_rate is not None:
-                check_rate(self.head_failout_rate, views, self.head_failout_sampler)
-        except ModelConfigError as exc:
-            raise ModelConfigError(f"head_{exc}") from None
+        check_sampler(self.head_failout_sampler, "head_failout_sampler")
+        if self.head_failout_rate is not None:
+            check_rate(self.head_failout_rate, views, self.head_failout_sampler,
+                       "head_failout_rate")
         if not (isinstance(self.head_failout_lr, (int, float)) and 0 < self.head_failout_lr < 1):
             raise ModelConfigError(f"head_failout_lr: expected a number in (0, 1), got "
                                    f"{self.head_failout_lr!r}")
