@@ -17,21 +17,19 @@ from slimedge.errors import SlimEdgeError
 
 def layer_macs(model: keras.Model) -> dict[str, int]:
     """MACs per counted layer (name -> MACs, batch 1); a shared layer sums over its calls."""
-    nodes_by_depth = getattr(model, "_nodes_by_depth", None)
-    if nodes_by_depth is None:
-        raise SlimEdgeError(f"model {model.name!r} is not a functional model; cannot count MACs")
+    from slimedge.prune.graph import model_nodes  # the one walk over a functional graph
+
     macs: dict[str, int] = {}
-    for depth in sorted(nodes_by_depth, reverse=True):
-        for node in nodes_by_depth[depth]:
-            op = node.operation
-            if isinstance(op, keras.Model):
-                for name, value in layer_macs(op).items():
-                    key = f"{op.name}/{name}"
-                    macs[key] = macs.get(key, 0) + value
-                continue
-            value = _node_macs(op, node)
-            if value is not None:
-                macs[op.name] = macs.get(op.name, 0) + value
+    for node in model_nodes(model):
+        op = node.operation
+        if isinstance(op, keras.Model):
+            for name, value in layer_macs(op).items():
+                key = f"{op.name}/{name}"
+                macs[key] = macs.get(key, 0) + value
+            continue
+        value = _node_macs(op, node)
+        if value is not None:
+            macs[op.name] = macs.get(op.name, 0) + value
     return macs
 
 
