@@ -56,8 +56,6 @@ from slimedge.devices.catalog import (
 from slimedge.devices.units import (
     DeviceConfigError,
     Quantity,
-    QuantityError,
-    parse_quantity,
     suggest,
 )
 
@@ -257,12 +255,8 @@ def _read_device(
         board, overrides = _apply_overrides(reader, board, body["overrides"], f"{where}.overrides")
     probability, source = board.failure.probability, board.source_of("failure.probability")
     if "failure_probability" in body:
-        fp_where = f"{where}.failure_probability"
-        try:
-            qty = parse_quantity(body["failure_probability"], "probability")
-        except QuantityError as exc:
-            where_q = f"{fp_where}.{exc.field}" if exc.field else fp_where
-            raise reader.fail(where_q, str(exc)) from None
+        qty = reader.quantity(body["failure_probability"], f"{where}.failure_probability",
+                              "probability")
         probability, source = qty.si, qty.source
     notes = reader.text(body["notes"], f"{where}.notes") if "notes" in body else ""
     return Device(
@@ -308,10 +302,7 @@ def _apply_overrides(
             raise reader.fail(f"{at}.reason", "missing (every override must say why it differs)")
         reason = reader.text(entry.pop("reason"), f"{at}.reason")
         kind = _kind_of(field_path)
-        try:
-            qty = parse_quantity(entry, kind)
-        except QuantityError as exc:
-            raise reader.fail(f"{at}.{exc.field}" if exc.field else at, str(exc)) from None
+        qty = reader.quantity(entry, at, kind)
         noted = Quantity(
             qty.value,
             qty.unit,
