@@ -33,7 +33,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,9 +50,6 @@ MIN_PARALLEL_TASKS = 64
 
 _NEW_NAME = re.compile(r"^(?P<object>.+_(?P<number>\d+))\.obj\.shaded_v(?P<view>\d+)\.png$", re.I)
 _OLD_NAME = re.compile(r"^(?P<object>.+_(?P<number>\d+))_(?P<view>\d{3})\.png$", re.I)
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # -- tree scanning (shared with the mesh importer) -----------------------------------------------
