@@ -172,9 +172,7 @@ static void test_table() {
 }
 
 int main(int argc, char** argv) {
-    const std::string group = argc > 1 ? argv[1] : "all";
-    if (group == "pool" || group == "all") test_pool();
-    if (group == "redistribute" || group == "all") test_redistribute();
-    if (group == "table" || group == "all") test_table();
-    return slimedge::testing::finish(("test_core " + group).c_str());
+    return slimedge::testing::run_groups(
+        "test_core", argc, argv,
+        {{"pool", test_pool}, {"redistribute", test_redistribute}, {"table", test_table}});
 }

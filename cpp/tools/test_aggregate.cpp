@@ -152,8 +152,6 @@ static void test_errors() {
 }
 
 int main(int argc, char** argv) {
-    const std::string group = argc > 1 ? argv[1] : "all";
-    if (group == "parse" || group == "all") test_parse();
-    if (group == "errors" || group == "all") test_errors();
-    return slimedge::testing::finish(("test_aggregate " + group).c_str());
+    return slimedge::testing::run_groups("test_aggregate", argc, argv,
+                                         {{"parse", test_parse}, {"errors", test_errors}});
 }
