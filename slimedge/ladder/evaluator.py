@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from slimedge import _core
-from slimedge.failure_sets import failure_subsets, live_masks
+from slimedge.failure_sets import failure_subsets, live_masks, mask_of
 from slimedge.ladder.classifier import NumpyClassifier
 from slimedge.ladder.store import (
     LadderError,
@@ -130,7 +130,7 @@ class Evaluator:
         for k in range(V):
             exact = math.comb(V, k) <= max_subsets
             dead_sets = failure_subsets(V, k, max_subsets, rng)
-            acc = self.accuracy_over_masks(levels, live_masks(V, dead_sets))
+            acc = self.accuracy_over_masks(levels, live_masks([mask_of(d) for d in dead_sets], V))
             rows.append({"k": k, "mean": float(acc.mean()), "worst": float(acc.min()),
                          "subsets": len(dead_sets), "exact": exact})
         return rows

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from slimedge.failure_sets import live_masks
 from slimedge.ladder.evaluator import Evaluator
 from slimedge.ladder.store import LadderError
 
@@ -27,10 +28,9 @@ def subset_values(ev: Evaluator, levels: Sequence[int]) -> np.ndarray:
     if V > MAX_EXACT_VIEWS:
         raise LadderError(f"exact Shapley values need 2^V evaluations; V = {V} exceeds "
                           f"{MAX_EXACT_VIEWS}")
-    codes = np.arange(1 << V)
-    masks = ((codes[:, None] >> np.arange(V)[None, :]) & 1).astype(bool)
+    live = ~live_masks(np.arange(1 << V), V)  # bit v of the code set = view v live
     values = np.zeros(1 << V)
-    values[1:] = ev.accuracy_over_masks(levels, masks[1:])
+    values[1:] = ev.accuracy_over_masks(levels, live[1:])
     return values
 
 

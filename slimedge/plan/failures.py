@@ -22,7 +22,6 @@ Batches can run on a pymoo-style runner (`runner(f, jobs) -> list`, e.g.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,13 @@ from typing import Any
 import numpy as np
 
 from slimedge import _core
+from slimedge.failure_sets import (  # noqa: F401  (the planner's names for them)
+    bits,
+    live_masks,
+    mask_of,
+    sets_up_to,
+    views_of,
+)
 from slimedge.ladder.evaluator import Evaluator
 
 DEAD = 255  # level code of a dead view in a memo key
@@ -57,22 +63,6 @@ class FailureSets:
 def set_probability(mask: int, p: np.ndarray) -> float:
     dead = bits(mask, len(p))
     return float(np.prod(np.where(dead, p, 1.0 - p)))
-
-
-def bits(mask: int, views: int) -> np.ndarray:
-    """(V,) bool, True where bit v of `mask` is set."""
-    return ((int(mask) >> np.arange(views)) & 1).astype(bool)
-
-
-def mask_of(views: Sequence[int]) -> int:
-    out = 0
-    for v in views:
-        out |= 1 << int(v)
-    return out
-
-
-def views_of(mask: int) -> list[int]:
-    return [v for v in range(int(mask).bit_length()) if mask >> v & 1]
 
 
 def enumerate_failure_sets(p: Sequence[float], epsilon: float) -> FailureSets:
@@ -110,20 +100,6 @@ def enumerate_failure_sets(p: Sequence[float], epsilon: float) -> FailureSets:
     masks = np.array([m for m, _ in found], np.int64)
     probs = np.array([q for _, q in found])
     return FailureSets(masks, probs, max(0.0, 1.0 - float(probs.sum())), float(epsilon))
-
-
-def sets_up_to(views: int, k: int) -> np.ndarray:
-    """Dead bitmasks of every failure set of size 1..k, by size then value."""
-    out = []
-    for size in range(1, k + 1):
-        out.extend(mask_of(c) for c in itertools.combinations(range(views), size))
-    return np.array(out, np.int64)
-
-
-def live_masks(masks: Sequence[int], views: int) -> np.ndarray:
-    """(K, V) bool live masks of dead bitmasks."""
-    m = np.asarray(masks, np.int64)
-    return ((m[:, None] >> np.arange(views)[None, :]) & 1) == 0
 
 
 # --------------------------------------------------------------------------- accuracy
