@@ -12,7 +12,6 @@ from pymoo.parallelization.starmap import StarmapParallelization
 
 from slimedge.plan.failures import (
     AccuracyCache,
-    batch_accuracy,
     enumerate_failure_sets,
     live_masks,
     mask_of,
@@ -75,12 +74,12 @@ def test_sets_up_to_and_mask_helpers():
     assert live.tolist() == [[False, True, True, False, True]]
 
 
-def test_batch_accuracy_matches_the_evaluator(ev):
+def test_batched_accuracy_matches_one_mask_at_a_time(ev):
     levels = [0, 2, 1, 1, 0]
     masks = np.r_[0, sets_up_to(5, 2)]
     live = live_masks(masks, 5)
-    got = batch_accuracy(ev, levels, live)
-    want = ev.accuracy_over_masks(levels, live)
+    got = ev.accuracy_over_masks(levels, live)
+    want = [ev.accuracy(levels, m) for m in live]  # predictions: one pooling, one classifier
     np.testing.assert_allclose(got, want, atol=1e-12)
     assert got[0] == ev.accuracy(levels)
 
@@ -93,7 +92,7 @@ def test_weighted_batch_matches_the_evaluator():
     levels = [1, 0, 2, 0, 1]
     live = live_masks([0, 0b00011, 0b10100], 5)
     w = np.array([[1, 2, 0.5, 1, 3], [0.2, 1, 1, 1, 1], [1, 1, 1, 4, 1]], np.float32)
-    got = batch_accuracy(evw, levels, live, w)
+    got = evw.accuracy_over_masks(levels, live, w)
     want = [evw.accuracy(levels, live[i], w[i]) for i in range(3)]
     np.testing.assert_allclose(got, want, atol=1e-12)
 

@@ -26,6 +26,8 @@ from slimedge.ladder.store import (
     read_manifest,
 )
 
+MAX_BATCH_MASKS = 32  # live masks per classifier call (bounds memory at large N)
+
 
 @dataclass
 class Evaluator:
@@ -108,15 +110,26 @@ class Evaluator:
     def accuracy_over_masks(
         self, levels: Sequence[int], masks: np.ndarray, weights: np.ndarray | None = None
     ) -> np.ndarray:
-        """Accuracy for each live mask in `masks` (K, V); the level gather is done once."""
+        """Accuracy for each live mask in `masks` (K, V): the level gather is done once, the
+        C++ pooling runs per mask and the classifier is batched over masks (what the planner
+        calls, thousands of times). `weights`: None, (V,) for every mask, or (K, V) one row per
+        mask."""
         feats, scale, zp = self.gather(levels)
-        out = np.empty(len(masks))
-        for i, m in enumerate(np.asarray(masks, bool)):
-            pooled, empty = _core.pool(feats, m, weights, mode=self.mode, scale=scale,
-                                       zero_point=zp)
-            pred = self.classifier.predict(pooled)
+        live = np.asarray(masks, bool)
+        K, (N, _, D) = len(live), feats.shape
+        out = np.empty(K)
+        w = None if weights is None else np.asarray(weights, np.float32)
+        for start in range(0, K, MAX_BATCH_MASKS):
+            stop = min(K, start + MAX_BATCH_MASKS)
+            pooled = np.empty((stop - start, N, D), np.float32)
+            empty = np.empty((stop - start, N), bool)
+            for i in range(start, stop):
+                wi = None if w is None else (w if w.ndim == 1 else w[i])
+                pooled[i - start], empty[i - start] = _core.pool(
+                    feats, live[i], wi, mode=self.mode, scale=scale, zero_point=zp)
+            pred = self.classifier.predict(pooled.reshape(-1, D)).reshape(stop - start, N)
             pred[empty] = -1
-            out[i] = np.mean(pred == self.labels)
+            out[start:stop] = (pred == self.labels[None, :]).mean(axis=1)
         return out
 
     def accuracy_vs_failed(

@@ -36,7 +36,6 @@ from slimedge import _core
 from slimedge.ladder.evaluator import Evaluator
 from slimedge.plan.context import PlanContext
 from slimedge.plan.failures import (
-    batch_accuracy,
     live_masks,
     set_probability,
     sets_up_to,
@@ -77,7 +76,7 @@ def fit_weights(ev: Evaluator, levels: Sequence[int], live: np.ndarray, start: n
                 ) -> np.ndarray:
     """Coordinate search over per-view weight factors maximizing `ev` accuracy (val)."""
     w = np.asarray(start, np.float64).copy()
-    best = float(batch_accuracy(ev, levels, live[None, :], w[None, :].astype(np.float32))[0])
+    best = float(ev.accuracy_over_masks(levels, live[None, :], w[None, :].astype(np.float32))[0])
     for _ in range(PASSES):
         improved = False
         for v in np.flatnonzero(live):
@@ -90,7 +89,7 @@ def fit_weights(ev: Evaluator, levels: Sequence[int], live: np.ndarray, start: n
             if not trials:
                 continue
             T = np.array(trials)
-            acc = batch_accuracy(ev, levels, np.repeat(live[None, :], len(T), axis=0),
+            acc = ev.accuracy_over_masks(levels, np.repeat(live[None, :], len(T), axis=0),
                                  T.astype(np.float32))
             i = int(np.argmax(acc))
             if acc[i] > best:
@@ -123,7 +122,7 @@ def extra_work(ctx: PlanContext, levels: Sequence[int], live: np.ndarray, w: np.
         for v, j in cands:
             y = x.copy()
             y[v] = j
-            scores.append(float(batch_accuracy(ev, y, live[None, :], w[None, :])[0]))
+            scores.append(float(ev.accuracy_over_masks(y, live[None, :], w[None, :])[0]))
         i = int(np.argmax(scores))
         if scores[i] <= acc:
             break

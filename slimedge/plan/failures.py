@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from slimedge import _core
 from slimedge.failure_sets import (  # noqa: F401  (the planner's names for them)
     bits,
     live_masks,
@@ -39,7 +38,6 @@ from slimedge.failure_sets import (  # noqa: F401  (the planner's names for them
 from slimedge.ladder.evaluator import Evaluator
 
 DEAD = 255  # level code of a dead view in a memo key
-MAX_BATCH_MASKS = 32  # live masks per classifier call (bounds memory at large N)
 
 Runner = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
 
@@ -105,34 +103,10 @@ def enumerate_failure_sets(p: Sequence[float], epsilon: float) -> FailureSets:
 # --------------------------------------------------------------------------- accuracy
 
 
-def batch_accuracy(ev: Evaluator, levels: Sequence[int], live: np.ndarray,
-                   weights: np.ndarray | None = None) -> np.ndarray:
-    """Accuracy for each live mask in `live` (K, V) at `levels`: the evaluator's computation
-    (C++ pooling per mask, the head's classifier), with the classifier batched over masks.
-    `weights`: None, (V,) for every mask, or (K, V) one row per mask."""
-    feats, scale, zp = ev.gather(levels)
-    live = np.asarray(live, bool)
-    K, (N, _, D) = len(live), feats.shape
-    out = np.empty(K)
-    w = None if weights is None else np.asarray(weights, np.float32)
-    for start in range(0, K, MAX_BATCH_MASKS):
-        stop = min(K, start + MAX_BATCH_MASKS)
-        pooled = np.empty((stop - start, N, D), np.float32)
-        empty = np.empty((stop - start, N), bool)
-        for i in range(start, stop):
-            wi = None if w is None else (w if w.ndim == 1 else w[i])
-            pooled[i - start], empty[i - start] = _core.pool(
-                feats, live[i], wi, mode=ev.mode, scale=scale, zero_point=zp)
-        pred = ev.classifier.predict(pooled.reshape(-1, D)).reshape(stop - start, N)
-        pred[empty] = -1
-        out[start:stop] = (pred == ev.labels[None, :]).mean(axis=1)
-    return out
-
-
 def accuracy_job(job: tuple[Evaluator, np.ndarray, np.ndarray, np.ndarray | None]) -> np.ndarray:
     """One runner job: (evaluator, levels, live masks (K, V), weights) -> (K,) accuracies."""
     ev, levels, live, weights = job
-    return batch_accuracy(ev, levels, live, weights)
+    return ev.accuracy_over_masks(levels, live, weights)
 
 
 class AccuracyCache:
