@@ -420,14 +420,17 @@ def test_feature_error_and_agreement_report():
 
 
 def test_edgetpu_readiness_cell_names_the_first_cpu_op(exported):
-    """A model the Edge TPU cannot take whole (the Jetson's float16 artifact) is reported with
-    the first op that falls back to the CPU."""
+    """The Coral boards' int8 artifacts are reported ready; a model the Edge TPU cannot take
+    whole (the Jetson's float16 artifact, put through the same check) is reported with the
+    first op that falls back to the CPU."""
     from slimedge.export.edgetpu import check_edgetpu
 
-    work, _ = exported
-    rep = check_edgetpu(work / "deploy" / "devices" / "cam11.tflite").to_dict()
-    assert not rep["ready"]
-    checks = {"edgetpu": {"ready": False, "first_cpu_op": rep["first_unsupported"],
-                          "reasons": rep["reasons"]}}
-    first = rep["first_unsupported"]
-    assert deploy_mod._edgetpu_cell(checks) == f"CPU from op {first['index']} {first['op']}"
+    work, s = exported
+    cells = {r["device"]: r["edgetpu"] for r in s["devices"]}
+    assert cells["cam09"] == cells["cam10"] == "ready"  # coral_devboard, coral_usb_pi4
+    assert all(cells[d] is None for d in cells if d not in ("cam09", "cam10"))
+    path = work / "deploy" / "devices" / "cam11.tflite"
+    first = check_edgetpu(path).to_dict()["first_unsupported"]
+    assert first is not None
+    cell = deploy_mod._edgetpu_cell({"edgetpu": deploy_mod.edgetpu_check(path)})
+    assert cell == f"CPU from op {first['index']} {first['op']}"

@@ -442,7 +442,6 @@ def _check_devices(manifest: Mapping[str, Any], assignments: Sequence[DeviceAssi
                    built: _Built, images: np.ndarray, tmp: Path, allow_misfit: bool,
                    warnings: list[str], progress: bool) -> list[_DeviceResult]:
     from slimedge.devices.cost import assess
-    from slimedge.export.edgetpu import check_edgetpu
     from slimedge.export.firmware import write_firmware_bundle
     from slimedge.export.manifest import FileEntry
     from slimedge.export.tflite_ops import read_tflite
@@ -522,11 +521,7 @@ def _check_devices(manifest: Mapping[str, Any], assignments: Sequence[DeviceAssi
             r.checks["firmware"] = {"ops": bundle["ops"], "arena_bytes": bundle["arena_bytes"],
                                     "name": _c_name(a.device)}
         if a.board.board_class == EDGETPU:
-            rep = check_edgetpu(path).to_dict()
-            r.checks["edgetpu"] = {"ready": rep["ready"],
-                                   "first_cpu_op": rep["first_unsupported"],
-                                   "reasons": rep["reasons"], "notes": rep["notes"],
-                                   "compiled": False}
+            r.checks["edgetpu"] = edgetpu_check(path)
         results.append(r)
     return results
 
@@ -692,6 +687,15 @@ def _deployment_manifest(fleet: Fleet, ladder_dir: Path, manifest: Mapping[str, 
 
 
 # --------------------------------------------------------------------------- summary
+
+
+def edgetpu_check(path: Path) -> dict[str, Any]:
+    """The deployment's Edge TPU check of an artifact (static: the compiler is not run)."""
+    from slimedge.export.edgetpu import check_edgetpu
+
+    rep = check_edgetpu(path).to_dict()
+    return {"ready": rep["ready"], "first_cpu_op": rep["first_unsupported"],
+            "reasons": rep["reasons"], "notes": rep["notes"], "compiled": False}
 
 
 def _edgetpu_cell(checks: Mapping[str, Any]) -> str | None:
