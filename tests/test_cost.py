@@ -25,7 +25,6 @@ from slimedge.devices.cost import (
     least_pruned_fitting_level,
     message_bytes,
     no_fit_message,
-    system_latency_ms,
     transfer_ms,
 )
 
@@ -302,7 +301,7 @@ def test_cost_table_agrees_with_assess_elementwise(catalog, fleet_name):
     fleet = load_fleet(resolve_fleet_path(fleet_name), catalog)
     levels = synthetic_levels(arena0=300_000, flash0=700_000)
     table = CostTable.build(levels, fleet, 96)
-    assert table.shape == (len(fleet.devices), len(levels))
+    assert table.fits.shape == (len(fleet.devices), len(levels))
     assert table.fits.dtype == bool and table.ram_margin.dtype == np.int64
     for i, device in enumerate(fleet.devices):
         for j, entry in enumerate(levels):
@@ -328,27 +327,6 @@ def test_cost_table_rejects_unordered_levels_and_unknown_format_overrides(mixed1
         CostTable.build(levels, mixed12, 64, formats={"cam11": "int8"})
     table = CostTable.build(levels, mixed12, 64, formats={"cam11": "float32"})
     assert table.formats[11] == "float32"
-
-
-def test_system_latency_is_max_plus_aggregator(mixed12):
-    levels = synthetic_levels()
-    table = CostTable.build(levels, mixed12, 128)
-    n = len(table.devices)
-    choice = [4, 4, 3, 2, 2, 1, 1, 0, 0, 0, 0, 0]
-    agg = aggregator_ms(head_macs(12, 128, 128 * 40), mixed12.aggregator)
-    want = max(table.total_ms[i, choice[i]] for i in range(n)) + agg
-    assert system_latency_ms(table, choice, agg) == pytest.approx(want, rel=1e-12)
-    by_id = dict(zip(table.devices, choice, strict=True))
-    assert system_latency_ms(table, by_id, agg) == pytest.approx(want, rel=1e-12)
-    population = np.array([choice, [0] * n, [4] * n])
-    out = system_latency_ms(table, population, agg)
-    assert out.shape == (3,) and out[0] == pytest.approx(want)
-    assert out[1] == pytest.approx(table.total_ms[:, 0].max() + agg)
-    assert table.feasible(population).tolist() == [True, True, True]
-    with pytest.raises(CostModelError, match="device 'cam03': level index 5 out of range"):
-        system_latency_ms(table, [0, 0, 0, 5] + [0] * 8, agg)
-    with pytest.raises(CostModelError, match="no level for device 'cam11'"):
-        system_latency_ms(table, {d: 0 for d in table.devices[:-1]}, agg)
 
 
 def test_aggregator_time_on_a_board_and_on_a_host(catalog, mixed12):

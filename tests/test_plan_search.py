@@ -259,3 +259,14 @@ def test_bad_constraints_are_named(ctx, kwargs, match):
 def test_bad_settings_are_named(ctx):
     with pytest.raises(PlanError, match="pop: expected a whole number >= 4"):
         search(ctx, SearchSettings(pop=2))
+
+
+def test_latency_is_the_slowest_live_device_plus_the_aggregator(ctx):
+    x = np.array([0, 2, 1, 0])
+    per_view = [ctx.total_ms[v, x[v]] for v in range(4)]
+    assert ctx.latency(x) == pytest.approx(max(per_view) + ctx.aggregator_ms, rel=1e-12)
+    live = np.array([True, False, True, True])
+    assert ctx.latency(x, live) == pytest.approx(
+        max(p for p, ok in zip(per_view, live, strict=True) if ok) + ctx.aggregator_ms)
+    X = np.array([x, [1, 1, 1, 1]])
+    np.testing.assert_allclose(ctx.latencies(X), [ctx.latency(X[0]), ctx.latency(X[1])])

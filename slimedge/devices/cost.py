@@ -98,7 +98,6 @@ __all__ = [
     "least_pruned_fitting_level",
     "message_bytes",
     "no_fit_message",
-    "system_latency_ms",
     "transfer_ms",
 ]
 
@@ -619,10 +618,6 @@ class CostTable:
             _rows=rows,
         )
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.fits.shape
-
     def device_index(self, device: str | int) -> int:
         if isinstance(device, int | np.integer) and not isinstance(device, bool):
             if not 0 <= device < len(self.devices):
@@ -654,11 +649,6 @@ class CostTable:
         if self.fits[i, j]:
             return None
         return _misfit_text(self._who(i), f"{j} ({self.levels[j]:g})", self._rows[i].memory, j)
-
-    def feasible(self, levels_per_device: Any) -> Any:
-        """Whether every device's level fits: (N,) -> bool, or (P, N) -> (P,) bool."""
-        idx = _level_array(self, levels_per_device)
-        return self.fits[np.arange(len(self.devices)), idx].all(axis=-1)
 
 
 def least_pruned_fitting_level(cost_table: CostTable, device: str | int) -> int | None:
@@ -716,40 +706,3 @@ def aggregator_ms(head_mac_count: float, aggregator: Board | Aggregator | str, *
         raise CostModelError(f"aggregator {name!r} is a host outside the catalog: pass host_fit "
                              "(calibrate_host on the ladder) to time it")
     return float(host_fit.predict(float(head_mac_count), float(head_bytes)))
-
-
-def _level_array(cost_table: CostTable, levels_per_device: Any) -> np.ndarray:
-    """Level indices as an int array (..., N) in table order; checks range and devices."""
-    n, n_levels = len(cost_table.devices), len(cost_table.levels)
-    if isinstance(levels_per_device, Mapping):
-        missing = [d for d in cost_table.devices if d not in levels_per_device]
-        extra = [d for d in levels_per_device if d not in cost_table.devices]
-        if extra:
-            raise CostModelError(f"levels_per_device: no device {extra[0]!r} in the cost table")
-        if missing:
-            raise CostModelError(f"levels_per_device: no level for device {missing[0]!r}")
-        levels_per_device = [levels_per_device[d] for d in cost_table.devices]
-    arr = np.asarray(levels_per_device)
-    if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2) or arr.shape[-1] != n:
-        raise CostModelError(f"levels_per_device: expected {n} level indices (one per device, "
-                             f"order {list(cost_table.devices)}) or a (P, {n}) array of them, "
-                             f"got {arr.dtype} {arr.shape}")
-    bad = np.argwhere((arr < 0) | (arr >= n_levels))
-    if bad.size:
-        col = int(bad[0][-1])
-        raise CostModelError(f"levels_per_device: device {cost_table.devices[col]!r}: level "
-                             f"index {int(arr[tuple(bad[0])])} out of range 0..{n_levels - 1}")
-    return arr.astype(np.intp)
-
-
-def system_latency_ms(cost_table: CostTable, levels_per_device: Any,
-                      aggregator_ms: float) -> Any:
-    """max over devices of (inference + transfer) + aggregator time.
-
-    `levels_per_device`: a level index per device (sequence in `cost_table.devices` order, or
-    mapping device id -> index), or a (P, N) array for P assignments at once (-> (P,) array).
-    """
-    idx = _level_array(cost_table, levels_per_device)
-    per_device = cost_table.total_ms[np.arange(len(cost_table.devices)), idx]
-    worst = per_device.max(axis=-1) + float(aggregator_ms)
-    return float(worst) if np.ndim(worst) == 0 else worst
