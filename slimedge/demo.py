@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slimedge.errors import SlimEdgeError
-from slimedge.pipeline import Stage, WorkFolder
+from slimedge.pipeline import Stage, WorkFolder, fingerprint
 
 DEMO_FLEET = "mixed12"  # firmware_configs/fleets/mixed12.yaml
 QUICK_CLASSES = ("airplane", "bed", "bottle", "car", "chair", "cup", "guitar", "lamp", "monitor",
@@ -118,7 +118,7 @@ def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
         manifest = build_ladder(load_dataset(work.path("dataset")), work.path("model"), out,
                                 s.ladder, progress=progress)
         return {"levels": len(manifest["levels"]), "model_hash": manifest["model_hash"],
-                "files_hash": _hash_of(manifest["files"])}
+                "files_hash": fingerprint(manifest["files"])}
 
     inputs = {"dataset": work.record("dataset").get("content_hash"),
               "model": _model_on_disk(work), "ladder": s.ladder.to_dict()}
@@ -217,11 +217,6 @@ def _report_stage(work: WorkFolder) -> Stage:
 
     return Stage("report", "report", inputs, run)
 
-
-def _hash_of(obj: Any) -> str:
-    from slimedge.pipeline import fingerprint
-
-    return fingerprint(obj)
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:

@@ -48,12 +48,12 @@ from typing import Any
 
 from slimedge.artifacts import sha256_file
 from slimedge.export import ExportError
+from slimedge.export.signing import PUBLIC_KEY_NAME  # the key file a deployment may carry
 
 FORMAT = "slimedge-deployment"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
-PUBLIC_KEY_NAME = "public_key.pem"
 RESERVED_NAMES = (MANIFEST_NAME, SIGNATURE_NAME, PUBLIC_KEY_NAME)
 MCU_RUNTIME = "tflite-micro"
 # The C++ core's pooling modes (cpp/src/pool.cpp parse_pool_mode), which the aggregator runs.

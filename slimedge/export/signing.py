@@ -42,8 +42,6 @@ def generate_keys(out_dir: str | os.PathLike[str], *, force: bool = False) -> tu
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
                                     ser.NoEncryption())
-    public_pem = key.public_key().public_bytes(ser.Encoding.PEM,
-                                               ser.PublicFormat.SubjectPublicKeyInfo)
     out.mkdir(parents=True, exist_ok=True)
     # atomic_file's temporary file is created 0600 (mkstemp), so the private key is never
     # readable by others, not even for a moment.
@@ -51,7 +49,7 @@ def generate_keys(out_dir: str | os.PathLike[str], *, force: bool = False) -> tu
         fh.write(private_pem)
     os.chmod(private_path, 0o600)
     with atomic_file(public_path, "wb") as fh:
-        fh.write(public_pem)
+        fh.write(public_pem(key.public_key()))
     os.chmod(public_path, 0o644)
     return private_path, public_path
 
