@@ -202,3 +202,97 @@ def test_concurrent_calls_from_threads_agree():
     assert len(results) == 4
     for r in results:
         np.testing.assert_array_equal(r, expected)
+
+
+@pytest.mark.parametrize(
+    ("zero_point", "view", "shown"),
+    [
+        (np.array([0, -2**31, 0], np.int32), 1, "-2147483648"),
+        (np.array([128, 0, 0], np.int32), 0, "128"),
+        (np.array([0, 0, -129], np.int64), 2, "-129"),
+        (np.array([0, 2**40, 0], np.int64), 1, "1099511627776"),  # not truncated to 0
+        (np.array([0, 0, 2**63], np.uint64), 2, "9223372036854775808"),
+    ],
+)
+def test_pool_rejects_zero_points_outside_int8_naming_the_view(zero_point, view, shown):
+    feats = np.zeros((2, 3, 4), np.int8)
+    with pytest.raises(ValueError) as err:
+        _core.pool(feats, np.ones(3, bool), mode="max", scale=np.ones(3, np.float32),
+                   zero_point=zero_point)
+    assert f"zero_point: view {view} has {shown}; an int8 zero point must be in -128..127" in str(err.value)
+
+
+def test_pool_accepts_int8_zero_points_of_any_integer_width():
+    feats = np.full((1, 2, 3), 5, np.int8)
+    for dtype in (np.int8, np.int16, np.int64, np.uint8):
+        out, _ = _core.pool(feats, np.ones(2, bool), mode="mean", scale=np.ones(2, np.float32),
+                            zero_point=np.array([127, 0], dtype))
+        np.testing.assert_array_equal(out, [[(5 - 127 + 5) / 2] * 3])
+
+
+def test_weighted_pooling_sums_weights_in_double_like_renormalize():
+    # In float32, 2**25 + 1 + 1 + 1 stays 2**25; in double the total is 2**25 + 3.
+    feats = np.array([[[0.0], [1.0], [1.0], [1.0]]], np.float32)
+    weights = np.array([2**25, 1, 1, 1], np.float32)
+    out, _ = _core.pool(feats, np.ones(4, bool), weights, mode="weighted")
+    assert out[0, 0] == np.float32(3.0) * np.float32(1.0 / (2**25 + 3))
+    assert out[0, 0] != np.float32(3.0) / np.float32(2**25)
+
+
+def test_view_63_can_be_marked_dead():
+    row = np.ones(64, np.float32)
+    row[63] = 0
+    table = _core.ContingencyTable(64, {2**63: row})
+    assert 2**63 in table and np.uint64(2**63) in table
+    assert table.keys() == [2**63]
+    np.testing.assert_array_equal(table.get(2**63), row)
+    live = np.ones(64, bool)
+    live[63] = False
+    assert _core.dead_mask(live) == 2**63
+    got = _core.redistribute(np.full(64, 2.0, np.float32), live, policy="table", table=table)
+    np.testing.assert_array_equal(got, row)
+
+
+def test_dead_masks_outside_64_bits_are_absent_or_refused():
+    table = _core.ContingencyTable(3, {0: [1, 1, 1]})
+    assert -1 not in table and 2**64 not in table and table.get(-1) is None
+    with pytest.raises(ValueError, match=r"dead mask must be in 0 \.\. 2\*\*64 - 1, got -1"):
+        table.set(-1, [1, 1, 1])
+    with pytest.raises(ValueError, match="dead mask must be an integer, got str"):
+        table.set("1", [0, 1, 1])
+
+
+def test_table_mutated_from_another_thread_while_redistributing():
+    """set() may reallocate a table's rows: redistribute holds the GIL while it reads them."""
+    import threading
+
+    views = 16
+    table = _core.ContingencyTable(views, {0: np.ones(views, np.float32)})
+    live = np.ones((20_000, views), bool)
+    stop = threading.Event()
+    errors = []
+
+    def grow():
+        # Single-view failure sets first, then pairs: many insertions, many reallocations.
+        try:
+            for a in range(views):
+                for b in range(a, views):
+                    if stop.is_set():
+                        return
+                    mask = (1 << a) | (1 << b)
+                    row = np.ones(views, np.float32)
+                    row[[a, b]] = 0
+                    table.set(mask, row)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        for _ in range(30):
+            got = _core.redistribute(np.ones(views, np.float32), live, policy="table", table=table)
+            np.testing.assert_array_equal(got, 1.0)
+    finally:
+        stop.set()
+        writer.join()
+    assert not errors

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -37,11 +38,10 @@ std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::
 
 py::array as_array(const py::handle& obj, const char* name) {
     if (obj.is_none()) fail(std::string(name) + ": expected an array, got None");
-    try {
-        return py::array::ensure(obj);
-    } catch (...) {
-    }
-    fail(std::string(name) + ": could not be read as an array");
+    // ensure() returns a null handle (Python error cleared) when numpy cannot convert.
+    py::array a = py::array::ensure(obj);
+    if (!a) fail(std::string(name) + ": could not be read as an array");
+    return a;
 }
 
 // A C-contiguous array of T: the same buffer when possible, else one copy.
@@ -96,6 +96,30 @@ void expect_shape(const py::array& a, const char* name, std::vector<py::ssize_t>
     bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
     for (std::size_t i = 0; ok && i < want.size(); ++i) ok = a.shape(i) == want[i];
     if (!ok) fail(std::string(name) + ": expected shape " + meaning + ", got " + shape_str(a));
+}
+
+// Zero points as int32 without silent truncation: wide integers are read at full width
+// and any value an int32 cannot hold is refused, naming its view (range: pool_int8).
+CArray<std::int32_t> zero_points_i32(const py::array& raw) {
+    const bool is_unsigned = raw.dtype().kind() == 'u';
+    auto wide_i = is_unsigned ? CArray<std::int64_t>() : contiguous<std::int64_t>(raw);
+    auto wide_u = is_unsigned ? contiguous<std::uint64_t>(raw) : CArray<std::uint64_t>();
+    CArray<std::int32_t> out(raw.size());
+    std::int32_t* o = out.mutable_data();
+    for (py::ssize_t v = 0; v < raw.size(); ++v) {
+        const bool fits = is_unsigned
+            ? wide_u.data()[v] <= static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())
+            : (wide_i.data()[v] >= std::numeric_limits<std::int32_t>::min() &&
+               wide_i.data()[v] <= std::numeric_limits<std::int32_t>::max());
+        if (!fits) {
+            fail("zero_point: view " + std::to_string(v) + " has " +
+                 (is_unsigned ? std::to_string(wide_u.data()[v]) : std::to_string(wide_i.data()[v])) +
+                 "; an int8 zero point must be in -128..127");
+        }
+        o[v] = static_cast<std::int32_t>(is_unsigned ? static_cast<std::int64_t>(wide_u.data()[v])
+                                                     : wide_i.data()[v]);
+    }
+    return out;
 }
 
 struct Shapes {
@@ -182,8 +206,13 @@ py::tuple pool(const py::handle& features_obj, const py::handle& mask_obj,
         if (zp_raw.dtype().kind() != 'i' && zp_raw.dtype().kind() != 'u') {
             fail("zero_point: expected integers, got dtype " + dtype_str(zp_raw));
         }
-        auto zp = contiguous<std::int32_t>(zp_raw);
-        expect_shape(zp, "zero_point", {V}, "(V,) = (" + std::to_string(V) + ",)");
+        expect_shape(zp_raw, "zero_point", {V}, "(V,) = (" + std::to_string(V) + ",)");
+        auto zp = zero_points_i32(zp_raw);
+        try {
+            check_int8_zero_points(zp.data(), s.views);
+        } catch (const std::invalid_argument& e) {
+            fail(e.what());
+        }
         auto q = contiguous<std::int8_t>(feats);
         py::gil_scoped_release nogil;
         pool_int8(q.data(), scale.data(), zp.data(), mask.data(), wptr, s, mode, out_ptr, empty_ptr);
@@ -211,9 +240,28 @@ RedistributePolicy policy_of(const std::string& name) {
     }
 }
 
+// A dead-view bitmask from Python: any integer (int, numpy integer) in 0 .. 2**64 - 1.
+// Unsigned 64-bit throughout, so view 63 can be marked dead. nullopt when out of range.
+std::optional<DeadMask> dead_mask_arg(const py::handle& dead) {
+    py::object index;
+    try {
+        index = py::module_::import("operator").attr("index")(dead);
+    } catch (const py::error_already_set&) {
+        fail("dead mask must be an integer, got " +
+             py::str(py::type::of(dead).attr("__name__")).cast<std::string>());
+    }
+    if (index < py::int_(0) || index > py::int_(std::numeric_limits<DeadMask>::max())) {
+        return std::nullopt;
+    }
+    return index.cast<DeadMask>();
+}
+
 void set_row(ContingencyTable& t, const py::handle& dead, const py::handle& weights) {
-    const auto mask = dead.cast<long long>();
-    if (mask < 0) fail("dead mask must be >= 0, got " + std::to_string(mask));
+    const auto maybe = dead_mask_arg(dead);
+    if (!maybe) {
+        fail("dead mask must be in 0 .. 2**64 - 1, got " + py::str(dead).cast<std::string>());
+    }
+    const DeadMask mask = *maybe;
     auto w = float_vector(weights, "weights", true);
     expect_shape(w, "weights", {static_cast<py::ssize_t>(t.views())},
                  "(V,) = (" + std::to_string(t.views()) + ",)");
@@ -241,25 +289,23 @@ py::array_t<float> redistribute_py(const py::handle& base_obj, const py::handle&
                  std::to_string(V));
         }
     }
-    if (live.ndim() == 1) {
+    const bool vector_live = live.ndim() == 1;
+    if (vector_live) {
         expect_shape(live, "live", {V}, "(V,) = (" + std::to_string(V) + ",)");
-        py::array_t<float> out(std::vector<py::ssize_t>{V});
-        float* o = out.mutable_data();
-        {
-            py::gil_scoped_release nogil;
-            redistribute(base.data(), live.data(), static_cast<std::size_t>(V), policy, table, o);
-        }
-        return out;
-    }
-    if (live.ndim() != 2 || live.shape(1) != V) {
+    } else if (live.ndim() != 2 || live.shape(1) != V) {
         fail("live: expected shape (V,) or (B, V) with V = " + std::to_string(V) + ", got " +
              shape_str(live));
     }
-    const auto B = live.shape(0);
-    py::array_t<float> out(std::vector<py::ssize_t>{B, V});
+    const py::ssize_t B = vector_live ? 1 : live.shape(0);
+    py::array_t<float> out(vector_live ? std::vector<py::ssize_t>{V}
+                                       : std::vector<py::ssize_t>{B, V});
     float* o = out.mutable_data();
     {
-        py::gil_scoped_release nogil;
+        // The table is a Python-owned, mutable object whose set() (run under the GIL) may
+        // reallocate its rows: while C++ reads a table the GIL stays held, so no set() can
+        // run meanwhile. Without a table nothing Python-owned is read: the GIL is released.
+        std::optional<py::gil_scoped_release> nogil;
+        if (policy != RedistributePolicy::Table) nogil.emplace();
         redistribute_batch(base.data(), live.data(), static_cast<std::size_t>(B),
                            static_cast<std::size_t>(V), policy, table, o);
     }
@@ -310,9 +356,10 @@ Returns (pooled, empty): pooled (B, D) float32 (or (D,) for one frame); empty (B
              py::arg("views"), py::arg("rows") = py::none())
         .def("set", &set_row, py::arg("dead"), py::arg("weights"))
         .def("get",
-             [](const ContingencyTable& t, long long dead) -> py::object {
-                 if (dead < 0) return py::none();
-                 const float* row = t.find(static_cast<DeadMask>(dead));
+             [](const ContingencyTable& t, const py::handle& dead_obj) -> py::object {
+                 const auto dead = dead_mask_arg(dead_obj);
+                 if (!dead) return py::none();
+                 const float* row = t.find(*dead);
                  if (row == nullptr) return py::none();
                  py::array_t<float> out(static_cast<py::ssize_t>(t.views()));
                  std::copy(row, row + t.views(), out.mutable_data());
@@ -322,8 +369,9 @@ Returns (pooled, empty): pooled (B, D) float32 (or (D,) for one frame); empty (B
         .def("keys", &ContingencyTable::keys)
         .def_property_readonly("views", &ContingencyTable::views)
         .def("__len__", &ContingencyTable::size)
-        .def("__contains__", [](const ContingencyTable& t, long long dead) {
-            return dead >= 0 && t.find(static_cast<DeadMask>(dead)) != nullptr;
+        .def("__contains__", [](const ContingencyTable& t, const py::handle& dead_obj) {
+            const auto dead = dead_mask_arg(dead_obj);
+            return dead && t.find(*dead) != nullptr;
         });
 
     m.def("redistribute", &redistribute_py, py::arg("base_weights"), py::arg("live"),

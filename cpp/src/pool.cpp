@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 namespace slimedge {
 
@@ -83,7 +84,8 @@ bool pool_frame(RowOf row, const std::uint8_t* live, const float* weights, std::
         return any;
     }
     std::fill(out, out + dim, 0.0f);
-    float total = 0.0f;
+    // Weight totals in double, as renormalize() computes them: one precision for weights.
+    double total = 0.0;
     for (std::size_t v = 0; v < views; ++v) {
         if (!live[v]) continue;
         const float w = (mode == PoolMode::Mean) ? 1.0f : weights[v];
@@ -91,11 +93,11 @@ bool pool_frame(RowOf row, const std::uint8_t* live, const float* weights, std::
         axpy_into(out, w, row(v), dim);
         total += w;
     }
-    if (total <= 0.0f) {
+    if (total <= 0.0) {
         std::fill(out, out + dim, 0.0f);
         return false;
     }
-    const float inv = 1.0f / total;
+    const float inv = static_cast<float>(1.0 / total);
     for (std::size_t d = 0; d < dim; ++d) out[d] *= inv;
     return true;
 }
@@ -120,11 +122,22 @@ std::size_t pool_batch(RowOfFrame row_of_frame, const std::uint8_t* mask, const 
 
 }  // namespace
 
+void check_int8_zero_points(const std::int32_t* zero_point, std::size_t views) {
+    for (std::size_t v = 0; v < views; ++v) {
+        if (zero_point[v] < -128 || zero_point[v] > 127) {
+            throw std::invalid_argument("zero_point: view " + std::to_string(v) + " has " +
+                                        std::to_string(zero_point[v]) +
+                                        "; an int8 zero point must be in -128..127");
+        }
+    }
+}
+
 std::size_t pool_int8(const std::int8_t* features, const float* scale,
                       const std::int32_t* zero_point, const std::uint8_t* mask,
                       const float* weights, const PoolShape& shape, PoolMode mode, float* out,
                       std::uint8_t* empty) {
     const std::size_t V = shape.views, D = shape.dim;
+    check_int8_zero_points(zero_point, V);
     auto row_of_frame = [&](std::size_t b) {
         const std::int8_t* frame = features + b * V * D;
         return [=](std::size_t v) { return Int8Row{frame + v * D, scale[v], zero_point[v]}; };

@@ -80,6 +80,24 @@ static void test_pool() {
     CHECK_NEAR(out[0], (5 + 63.75f - 8) / 3.0f, 1e-5);
     CHECK_NEAR(out[1], (-64 + 33.25f - 2) / 3.0f, 1e-5);
 
+    // A zero point outside int8 would overflow int32(q) - zp: refused, whatever the mode.
+    const std::vector<std::int32_t> bad_zp = {0, std::numeric_limits<std::int32_t>::min(), 1};
+    CHECK(throws_invalid([&] {
+        pool_int8(q.data(), scale.data(), bad_zp.data(), all.data(), nullptr, s3, PoolMode::Max,
+                  out.data(), empty.data());
+    }));
+    CHECK(throws_invalid([&] { check_int8_zero_points(std::vector<std::int32_t>{128}.data(), 1); }));
+    check_int8_zero_points(std::vector<std::int32_t>{-128, 127}.data(), 2);
+
+    // Weight totals in double: 2^25 + 1 + 1 + 1 is 2^25 in float, 2^25 + 3 in double.
+    const std::vector<float> one_dim = {0, 1, 1, 1};
+    const std::vector<float> big_w = {33554432.0f, 1, 1, 1};
+    const std::vector<std::uint8_t> four = {1, 1, 1, 1};
+    PoolShape s5{1, 4, 1, false, false};
+    pool_f32(one_dim.data(), four.data(), big_w.data(), s5, PoolMode::Weighted, out.data(),
+             empty.data());
+    CHECK(out[0] == 3.0f * static_cast<float>(1.0 / (33554432.0 + 3.0)));
+
     // Max of very negative values is not clipped at zero.
     const std::vector<float> neg = {-5, -6, -7, -8};
     const std::vector<std::uint8_t> m2 = {1, 1};

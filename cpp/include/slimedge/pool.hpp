@@ -31,12 +31,16 @@ struct PoolShape {
 // Weighted mode: sum_v w_v x_v / sum_v w_v over live views; a frame whose live weights sum
 // to zero has no usable view. Weights must be finite and >= 0 (checked by callers).
 //
-// int8 features are dequantized per view: x = scale[v] * (q - zero_point[v]), scale > 0.
+// int8 features are dequantized per view: x = scale[v] * (q - zero_point[v]), scale > 0 and
+// zero_point in -128..127 (checked: std::invalid_argument naming the view otherwise).
 // Returns the number of frames flagged empty.
 std::size_t pool_int8(const std::int8_t* features, const float* scale,
                       const std::int32_t* zero_point, const std::uint8_t* mask,
                       const float* weights, const PoolShape& shape, PoolMode mode,
                       float* out, std::uint8_t* empty);
+
+// Throws std::invalid_argument naming the first view whose zero point is outside -128..127.
+void check_int8_zero_points(const std::int32_t* zero_point, std::size_t views);
 
 std::size_t pool_f32(const float* features, const std::uint8_t* mask, const float* weights,
                      const PoolShape& shape, PoolMode mode, float* out, std::uint8_t* empty);
