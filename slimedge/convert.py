@@ -1,9 +1,10 @@
 """Keras → TFLite conversion in the formats devices run. One implementation for the ladder
 (which measures int8 costs) and for export (which ships each device its format).
 
-Paths that work with Keras 3 (see TOOLCHAIN.md): `TFLiteConverter.from_keras_model`; full int8
-needs a representative dataset, TFLITE_BUILTINS_INT8 only (no Flex ops: microcontrollers and the
-Edge TPU cannot run them) and int8 input/output types.
+Paths that work with Keras 3 (tensorflow 2.21, the pinned version): `TFLiteConverter.
+from_keras_model`; `from_concrete_functions` keeps READ_VARIABLE ops and int8 calibration then
+fails. Full int8 needs a representative dataset, TFLITE_BUILTINS_INT8 only (no Flex ops:
+microcontrollers and the Edge TPU cannot run them) and int8 input/output types.
 """
 
 from __future__ import annotations
