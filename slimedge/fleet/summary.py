@@ -1,0 +1,150 @@
+"""The summary of a fleet run folder (what `slimedge fleet up --json` prints) and its timeline.
+
+Frame counts: `frames` replayed; `answered` (the aggregator published a class); `on_time`
+(answered by the frame's deadline); `lost` = frames - answered. `accuracy` is over the answered
+frames; `evaluator_accuracy` is the evaluator's over the same frames, each with the live set the
+aggregator pooled; `mismatches` counts frames whose two predictions differ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimedge.artifacts import write_json
+from slimedge.fleet.reference import Deployment, Reference
+from slimedge.fleet.run_folder import (
+    EVENTS_FILE,
+    INJECTIONS_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    TIMELINE_FILE,
+    RunFacts,
+    align,
+    detections,
+    phases,
+    read_jsonl,
+    read_results,
+    rejoins,
+    stretch,
+)
+from slimedge.fleet.schedule import FleetUpError
+from slimedge.fleet.timeline import Mark, TimelineData, plot_timeline
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise FleetUpError(f"{path}: unreadable ({exc})") from exc
+
+
+def broker_restarts(f: RunFacts, injections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per broker restart: frames lost while it was away, the first frame answered again
+    with every view that was live before (every client back), and frames lost after that."""
+    out = []
+    t = np.asarray(f.t_s(np.arange(f.frames)))
+    for inj in injections:
+        if inj.get("kind") != "broker-restart":
+            continue
+        down_s, back_s = f.since_start(inj["t_ns"]), f.since_start(inj["back_ns"])
+        before = f.answered & (t < down_s)
+        want = f.live[np.flatnonzero(before)[-1]] if before.any() else np.ones(f.views, bool)
+        full = np.flatnonzero(f.answered & (t >= back_s) & (f.live[:, want].all(axis=1)))
+        row: dict[str, Any] = {"down_s": round(down_s, 3), "back_s": round(back_s, 3),
+                               "views_before": np.flatnonzero(want).tolist()}
+        if len(full):
+            first = int(full[0])
+            outage = (t >= down_s) & (np.arange(f.frames) < first)
+            row.update({"recovered_frame": first, "recovered_s": round(float(t[first]), 3),
+                        "outage": stretch(f, outage),
+                        "after_recovery": stretch(f, np.arange(f.frames) >= first)})
+        else:
+            row.update({"recovered_frame": None,
+                        "outage": stretch(f, t >= down_s), "after_recovery": None})
+        out.append(row)
+    return out
+
+
+def _marks(dets: list[dict], joins: list[dict], brokers: list[dict]) -> list[Mark]:
+    marks = []
+    for d in dets:
+        marks.append(Mark("kill", d["killed_s"], f"kill {d['device']}"))
+        if d["detected_s"] is not None:
+            marks.append(Mark("detected", d["detected_s"], f"dead {d['device']}"))
+        if d["switch_s"] is not None:
+            marks.append(Mark("switch", d["switch_s"], f"switch ({d['device']} out)"))
+    for j in joins:
+        marks.append(Mark("restart", j["restarted_s"], f"restart {j['device']}"))
+        if j["used_again_s"] is not None:
+            marks.append(Mark("rejoined", j["used_again_s"], f"{j['device']} used"))
+    for b in brokers:
+        marks.append(Mark("broker-restart", b["down_s"], "broker restart"))
+    return marks
+
+
+def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = True
+              ) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    info = _read_json(run_dir / RUN_FILE, None)
+    if info is None:
+        raise FleetUpError(f"{run_dir}: not a fleet run folder (no {RUN_FILE})")
+    frames, fps, start_ns = int(info["frames"]), float(info["fps"]), int(info["start_ns"])
+    res = read_results(run_dir, dep.views)
+    inside = (res.frame >= 0) & (res.frame < frames)
+    ref_pred = np.full(len(res.frame), -1, np.int64)
+    ref_pred[inside] = ref.predictions(dep, res.frame[inside], res.live[inside])
+    f = align(res, frames, fps, start_ns, ref.labels, ref_pred)
+    injections = read_jsonl(run_dir / INJECTIONS_FILE)
+    events = read_jsonl(run_dir / EVENTS_FILE)
+    metrics = _read_json(run_dir / METRICS_FILE, {})
+    heartbeat_s = float(info.get("heartbeat_s") or metrics.get("heartbeat_period_s") or 1.0)
+    views_of = info["views_of"]
+    dets = detections(f, injections, events, views_of, heartbeat_s)
+    joins = rejoins(f, injections, events, views_of)
+    brokers = broker_restarts(f, injections)
+    whole = stretch(f, np.ones(frames, bool))
+    summary: dict[str, Any] = {
+        "frames": frames,
+        "answered": whole["answered"],
+        "on_time": whole["on_time"],
+        "lost": whole["lost"],
+        "accuracy": whole["accuracy"],
+        "evaluator_accuracy": whole["evaluator_accuracy"],
+        "mismatches": whole["mismatches"],
+        "mismatched_frames": np.flatnonzero(f.answered & (f.pred != f.ref_pred)).tolist(),
+        "detections": dets,
+        "rejoins": joins,
+        "broker_restarts": brokers,
+        "phases": phases(f),
+        "rejected": metrics.get("rejected", {}),
+        "broker": info["broker"]["kind"],
+        "broker_url": info["broker"]["url"],
+        "heartbeat_s": heartbeat_s,
+        "fps": fps,
+        "devices": len(info["devices"]),
+        "deployment_id": info["deployment_id"],
+        "evaluator": info["evaluator"],
+        "run_dir": str(run_dir),
+    }
+    if plot:
+        deadline = metrics.get("deadline_ms")
+        data = TimelineData(
+            t_s=np.asarray(f.t_s(np.arange(frames)), np.float64), answered=f.answered,
+            correct=f.answered & (f.pred == f.labels),
+            reference_correct=f.answered & (f.ref_pred == f.labels),
+            predicted_accuracy=f.predicted_accuracy, live_views=f.live.sum(axis=1),
+            latency_ms=f.latency_ms,
+            deadline_ms=float(deadline) if isinstance(deadline, int | float) else None,
+            marks=_marks(dets, joins, brokers),
+            title=f"{info['deployment_id']}: {len(info['devices'])} agents, {frames} frames "
+                  f"at {fps:g} fps ({summary['broker']} broker)")
+        summary["timeline"] = str(plot_timeline(data, run_dir / TIMELINE_FILE))
+    write_json(run_dir / SUMMARY_FILE, summary)
+    return summary

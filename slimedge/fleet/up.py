@@ -1,0 +1,327 @@
+"""`slimedge fleet up`: a whole fleet on this machine, with failures injected on a schedule.
+
+One run, top to bottom:
+
+1. read the deployment, its dataset (the test split is replayed: device of view v sends view v
+   of object i as frame i) and the evaluator the fleet is checked against; refuse a bad
+   schedule before anything starts;
+2. start a broker (Mosquitto from PATH on a free loopback port, else the embedded one) unless
+   `--broker` names one, the aggregator, and one agent process per device, all given one
+   start time: frame i is captured at start + i / fps;
+3. at start + t, SIGKILL each `--kill` device, start a new agent for each `--restart` device,
+   and stop and start the broker for `--restart-broker`;
+4. after the last frame's deadline, stop every process by its pid (also on an error or
+   Ctrl-C), then summarise the run folder (`slimedge.fleet.summary`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimedge.artifacts import write_json
+from slimedge.fleet.processes import Supervisor, log_tail
+from slimedge.fleet.reference import (
+    SPLIT,
+    Deployment,
+    Reference,
+    find_dataset,
+    find_ladder,
+    load_deployment,
+    make_reference,
+)
+from slimedge.fleet.run_folder import INJECTIONS_FILE, RUN_FILE, append_jsonl
+from slimedge.fleet.schedule import (
+    FleetUpError,
+    Injection,
+    check_story,
+    parse_schedule,
+    parse_time,
+)
+
+DEFAULT_FPS = 10.0
+AGGREGATOR = "aggregator"
+# Seconds from launching the processes to the first frame: a base plus a share per process
+# (each imports NumPy, LiteRT and paho and verifies the deployment; on a busy 2-core machine
+# a dozen of them take several seconds). `--startup-s` overrides it.
+STARTUP_BASE_S = 3.0
+STARTUP_PER_PROCESS_S = 0.4
+DRAIN_S = 1.0  # after the last frame's deadline, before processes are stopped
+
+
+def add_up_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deploy", required=True, help="deployment directory (slimedge export)")
+    p.add_argument("--broker", default=None,
+                   help="use this broker (mqtt://host:port) instead of starting one")
+    p.add_argument("--dataset", default=None,
+                   help="the deployment's dataset (default: <deploy>/../dataset)")
+    p.add_argument("--ladder", default=None,
+                   help="the deployment's ladder, for the evaluator (default: "
+                        "<deploy>/../ladder; without one the deployment's artifacts are run)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to replay (default: the whole test split)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frames per second")
+    p.add_argument("--kill", default=None,
+                   help="SIGKILL devices at times after the first frame: cam01@5s,cam02@7.5s")
+    p.add_argument("--restart", default=None,
+                   help="start a killed device again: cam01@20s")
+    p.add_argument("--restart-broker", default=None, metavar="TIME",
+                   help="stop the broker at TIME after the first frame and start it again "
+                        "(only a broker this command started)")
+    p.add_argument("--broker-down", default="1s", metavar="TIME",
+                   help="how long the broker stays down on --restart-broker (default 1s)")
+    p.add_argument("--emulate-latency", action="store_true",
+                   help="agents hold each result for their board's predicted time")
+    p.add_argument("--run-dir", default=None,
+                   help="run folder to write (default: <deploy>/../fleet/<time>)")
+    p.add_argument("--public-key", default=None,
+                   help="the key the agents verify the deployment with (default: "
+                        "<deploy>/../keys/public_key.pem)")
+    p.add_argument("--startup-s", type=float, default=None,
+                   help="seconds from launching the processes to the first frame")
+
+
+@dataclass
+class Prepared:
+    """Everything checked before a process starts."""
+
+    dep: Deployment
+    dataset: Path
+    frames: int
+    fps: float
+    kills: list[Injection]
+    restarts: list[Injection]
+    broker_restart_s: float | None
+    broker_down_s: float
+    reference: Reference
+    run_dir: Path
+    public_key: Path
+    emulate_latency: bool
+    broker_url: str | None
+    startup_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    from slimedge.data.container import load_dataset
+
+    dep = load_deployment(args.deploy)
+    dataset = find_dataset(dep, args.dataset)
+    n_split = len(load_dataset(dataset).indices(SPLIT))
+    frames = n_split if args.frames is None else int(args.frames)
+    if not 1 <= frames <= n_split:
+        raise FleetUpError(f"--frames: {frames} is outside 1..{n_split} (the {SPLIT} split of "
+                           f"{dataset} has {n_split} objects)")
+    if not args.fps > 0:
+        raise FleetUpError(f"--fps: must be > 0, got {args.fps}")
+    kills = parse_schedule(args.kill, "--kill", dep.devices)
+    restarts = parse_schedule(args.restart, "--restart", dep.devices)
+    check_story(kills, restarts)
+    duration = frames / args.fps
+    for option, items in (("--kill", kills), ("--restart", restarts)):
+        for inj in items:
+            if inj.at_s >= duration:
+                raise FleetUpError(f"{option}: {inj.device}@{inj.at_s:g}s is after the last "
+                                   f"frame ({frames} frames at {args.fps:g} fps last "
+                                   f"{duration:g} s)")
+    broker_restart = None
+    if args.restart_broker is not None:
+        if args.broker is not None:
+            raise FleetUpError("--restart-broker: only a broker started by fleet up can be "
+                               "restarted (drop --broker)")
+        broker_restart = parse_time(args.restart_broker, "--restart-broker")
+        if broker_restart >= duration:
+            raise FleetUpError(f"--restart-broker: {broker_restart:g} s is after the last "
+                               f"frame ({duration:g} s)")
+    public_key = (Path(args.public_key) if args.public_key is not None
+                  else dep.root.parent / "keys" / "public_key.pem")
+    if not public_key.is_file():
+        raise FleetUpError(f"{public_key}: no public key to verify the deployment with "
+                           "(pass the key provisioned for it: --public-key)")
+    ladder, note = find_ladder(dep, args.ladder)
+    reference = make_reference(dep, ladder, note, dataset)
+    run_dir = (Path(args.run_dir) if args.run_dir is not None
+               else dep.root.parent / "fleet" / time.strftime("%Y%m%d-%H%M%S"))
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise FleetUpError(f"{run_dir}: run folder exists and is not empty (give a new "
+                           "--run-dir)")
+    startup = (args.startup_s if args.startup_s is not None
+               else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
+    return Prepared(dep, dataset, frames, float(args.fps), kills, restarts, broker_restart,
+                    parse_time(args.broker_down, "--broker-down"), reference, run_dir,
+                    public_key, bool(args.emulate_latency), args.broker, float(startup))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _slimedge(*argv: str) -> list[str]:
+    """A `slimedge ...` command line run with this interpreter (the venv's, not PATH's)."""
+    return [sys.executable, "-m", "slimedge.cli", *argv]
+
+
+def agent_argv(p: Prepared, device: str, broker: str, start_ns: int) -> list[str]:
+    argv = _slimedge("agent", "run", "--deploy", str(p.dep.root), "--device", device,
+                     "--broker", broker, "--public-key", str(p.public_key),
+                     "--source", f"replay:{p.dataset}", "--fps", f"{p.fps:g}",
+                     "--frames", str(p.frames), "--start-at", str(start_ns))
+    return [*argv, "--emulate-latency"] if p.emulate_latency else argv
+
+
+def aggregator_argv(p: Prepared, broker: str, start_ns: int) -> list[str]:
+    return _slimedge("aggregator", "run", "--deploy", str(p.dep.root), "--broker", broker,
+                     "--run-dir", str(p.run_dir), "--dataset", str(p.dataset),
+                     "--fps", f"{p.fps:g}", "--frames", str(p.frames),
+                     "--start-at", str(start_ns))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM to `fleet up` unwinds like Ctrl-C, so every child is still stopped."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a test calling in a thread): nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@dataclass
+class _Action:
+    at_s: float
+    kind: str  # kill | restart | broker-restart
+    device: str | None = None
+
+
+def _actions(p: Prepared) -> list[_Action]:
+    acts = [_Action(i.at_s, "kill", i.device) for i in p.kills]
+    acts += [_Action(i.at_s, "restart", i.device) for i in p.restarts]
+    if p.broker_restart_s is not None:
+        acts.append(_Action(p.broker_restart_s, "broker-restart"))
+    return sorted(acts, key=lambda a: (a.at_s, a.kind != "kill"))
+
+
+def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
+    """Run the fleet; returns what happened (start time, broker); the run folder holds the
+    rest. Every process is stopped when this returns or raises."""
+    from slimedge.fleet.broker import start_broker
+
+    say = say or (lambda msg: None)
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    with _sigterm_as_interrupt(), Supervisor(p.run_dir) as sup:
+        try:
+            if p.broker_url is None:
+                broker = start_broker(workdir=p.run_dir / "broker")
+                url, kind = broker.url, broker.kind
+                say(f"broker: {kind} (pid {broker.pid}) at {url}")
+            else:
+                url, kind = p.broker_url, "external"
+                say(f"broker: given, {url}")
+            start_ns = time.time_ns() + int(p.startup_s * 1e9)
+            info = {"deployment_id": p.dep.manifest.deployment_id, "deploy": str(p.dep.root),
+                    "dataset": str(p.dataset), "frames": p.frames, "fps": p.fps,
+                    "start_ns": start_ns, "devices": p.dep.devices,
+                    "views_of": {d: p.dep.views_of(d) for d in p.dep.devices},
+                    "kills": [i.__dict__ for i in p.kills],
+                    "restarts": [i.__dict__ for i in p.restarts],
+                    "broker_restart_s": p.broker_restart_s, "broker_down_s": p.broker_down_s,
+                    "broker": {"kind": kind, "url": url},
+                    "emulate_latency": p.emulate_latency,
+                    "evaluator": {"source": p.reference.source, "note": p.reference.note},
+                    **p.extra}
+            write_json(p.run_dir / RUN_FILE, info)
+            sup.start(AGGREGATOR, aggregator_argv(p, url, start_ns))
+            for device in p.dep.devices:
+                sup.start(device, agent_argv(p, device, url, start_ns))
+            say(f"{len(p.dep.devices)} agents + aggregator started; first frame in "
+                f"{(start_ns - time.time_ns()) / 1e9:.1f} s")
+            _drive(p, sup, broker, url, start_ns, say)
+        finally:
+            # Agents first (no more frames), then the aggregator (it finishes its results and
+            # writes metrics on SIGTERM), then the broker.
+            sup.stop_all(order=[*p.dep.devices, AGGREGATOR])
+            if broker is not None:
+                broker.stop()
+    return info
+
+
+def _drive(p: Prepared, sup: Supervisor, broker: Any, url: str, start_ns: int,
+           say: Any) -> None:
+    """Carry out the schedule, then wait for the aggregator to finish the last frame."""
+    injections = p.run_dir / INJECTIONS_FILE
+    for act in _actions(p):
+        _wait_until(start_ns + int(act.at_s * 1e9), sup)
+        if act.kind == "kill":
+            t = sup.kill(act.device)
+            append_jsonl(injections, {"kind": "kill", "device": act.device, "t_ns": t,
+                                      "at_s": act.at_s})
+            say(f"t={act.at_s:g}s: SIGKILL {act.device}")
+        elif act.kind == "restart":
+            t = time.time_ns()
+            sup.start(act.device, agent_argv(p, act.device, url, start_ns))
+            append_jsonl(injections, {"kind": "restart", "device": act.device, "t_ns": t,
+                                      "at_s": act.at_s})
+            say(f"t={act.at_s:g}s: restart {act.device}")
+        else:
+            t = time.time_ns()
+            broker.restart(down_s=p.broker_down_s)
+            append_jsonl(injections, {"kind": "broker-restart", "t_ns": t,
+                                      "back_ns": time.time_ns(), "at_s": act.at_s})
+            say(f"t={act.at_s:g}s: broker restarted (down {p.broker_down_s:g} s)")
+    end_ns = start_ns + int((p.duration_s + p.extra.get("deadline_s", 1.0) + DRAIN_S) * 1e9)
+    _wait_until(end_ns, sup)
+
+
+def _wait_until(t_ns: int, sup: Supervisor) -> None:
+    """Sleep until `t_ns`, failing early if the aggregator dies (agents may exit: that is a
+    failure the run records, not a reason to stop)."""
+    while True:
+        for child in sup.exited():
+            if child.name == AGGREGATOR:
+                log = sup.logs / f"{AGGREGATOR}.log"
+                raise FleetUpError(f"the aggregator (pid {child.pid}) exited with code "
+                                   f"{child.popen.returncode}; its log ({log}):\n"
+                                   f"{log_tail(log)}")
+        left = (t_ns - time.time_ns()) / 1e9
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.1))
+
+
+def fleet_up(args: argparse.Namespace) -> dict[str, Any]:
+    from slimedge.fleet.summary import summarise
+
+    def say(msg: str) -> None:
+        if not args.json:
+            print(f"[fleet] {msg}", file=sys.stderr, flush=True)
+
+    p = prepare(args)
+    say(f"deployment {p.dep.manifest.deployment_id}: {len(p.dep.devices)} devices, "
+        f"{p.frames} frames at {p.fps:g} fps; evaluator from {p.reference.source} "
+        f"({p.reference.note})")
+    execute(p, say)
+    summary = summarise(p.run_dir, p.dep, p.reference)
+    say(f"run folder {p.run_dir}")
+    return summary
+
