@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_fixtures import mosquitto_broker, mqtt_broker  # noqa: F401 (real MQTT brokers)
 
 TINY_CLASSES = ("chair", "table", "cup", "monitor")
 TINY_LEVELS = (0.0, 0.5, 0.75)

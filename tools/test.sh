@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(cmake g++ g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user ninja-build chromium)
+APT_PACKAGES=(cmake g++ g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user ninja-build chromium mosquitto)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
