@@ -70,7 +70,8 @@ def test_every_truncation_is_rejected():
     [
         (lambda d: b"\x89PNG" + d[4:], "field 'magic': not a SlimEdge feature message"),
         (lambda d: b'{"view": 1}', "field 'magic'"),
-        (lambda d: d[:4] + b"\x02" + d[5:], "field 'version'.*got 2"),
+        (lambda d: d[:4] + b"\x03" + d[5:], "field 'version'.*knows versions 1, 2, got 3"),
+        (lambda d: d[:4] + b"\x00" + d[5:], "field 'version'.*got 0"),
         (lambda d: d[:5] + b"\x07" + d[6:], "field 'dtype'"),
         (lambda d: d + b"\x00", "wrong size"),
         (lambda d: d[:-6] + bytes([d[-6] ^ 1]) + d[-5:], "field 'crc32'"),
@@ -129,6 +130,91 @@ def test_bad_fields_with_a_valid_checksum_are_rejected():
 def test_message_fields_are_validated(overrides, match):
     with pytest.raises(FrameError, match=match):
         _int8_message(**overrides)
+
+
+# ---------------------------------------------------------------------------------------
+# Version 2: the message names its deployment
+
+HASH = "0f" * 32
+
+
+def _v2_message(**overrides) -> FeatureMessage:
+    fields = dict(deployment_id="mixed12-20260101-ab12", level=0.75, model_hash=HASH)
+    fields.update(overrides)
+    return _int8_message(**fields)
+
+
+def test_v2_message_round_trip_and_layout():
+    m = _v2_message()
+    data = frames.encode(m)
+    assert data[4] == 2 and m.version == 2
+    got = frames.decode(data)
+    assert got == m
+    assert (got.deployment_id, got.level, got.model_hash) == ("mixed12-20260101-ab12", 0.75,
+                                                              HASH)
+    dev = "pi-zero-2w/ü".encode()
+    assert len(data) == 43 + len(dev) + len("mixed12-20260101-ab12") + 64 + 16 + 4
+    # the fixed part of the v2 header, at the offsets the docstring table gives
+    assert struct.unpack_from("<fBB", data, 37) == (0.75, 21, 64)
+    assert data[43 : 43 + len(dev)] == dev
+    assert data[43 + len(dev) : 43 + len(dev) + 21] == b"mixed12-20260101-ab12"
+    # float32 features, a 16-digit hash prefix, level stored as float32
+    x = np.linspace(-1, 1, 5, dtype=np.float32)
+    f = FeatureMessage(view=0, seq=1, timestamp_ns=2, device="j", features=x,
+                       deployment_id="d", level=0.1, model_hash="abcdef0123456789")
+    got = frames.decode(frames.encode(f))
+    assert got == f and got.level == float(np.float32(0.1)) and got.scale is None
+
+
+def test_v1_bytes_stay_readable_with_deployment_fields_none():
+    # a version 1 message built byte by byte, as a device on the old format sends it
+    body = struct.pack("<4sBBHQqfiIB", b"SEFM", 1, 1, 4, 9, 123, 0.5, -3, 3, 3) + b"cam"
+    body += np.array([1, -2, 3], np.int8).tobytes()
+    got = frames.decode(_with_crc(body))
+    assert (got.view, got.seq, got.device, got.version) == (4, 9, "cam", 1)
+    assert got.deployment_id is None and got.level is None and got.model_hash is None
+    assert frames.encode(got) == _with_crc(body)  # written back as version 1
+    assert got != _v2_message(view=4)
+
+
+def test_every_truncation_of_a_v2_message_is_rejected():
+    data = frames.encode(_v2_message())
+    for n in range(len(data)):
+        with pytest.raises(FrameError, match=r"^t: (truncated|field 'magic')"):
+            frames.decode(data[:n], source="t")
+
+
+def test_v2_names_that_are_not_text_are_rejected_with_their_field():
+    data = frames.encode(_v2_message(device="d", deployment_id="dep"))[:-4]
+    at = 43 + 1  # after the one-byte device id
+    with pytest.raises(FrameError, match="field 'deployment_id': not UTF-8"):
+        frames.decode(_with_crc(data[:at] + b"\xff" + data[at + 1 :]))
+    with pytest.raises(FrameError, match="model_hash: expected 16..64 lowercase hex"):
+        frames.decode(_with_crc(data[:at + 3] + b"Z" + data[at + 4 :]))
+    with pytest.raises(FrameError, match="level"):
+        frames.decode(_with_crc(data[:37] + struct.pack("<f", float("nan")) + data[41:]))
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(level=None), "give all three"),
+        (dict(model_hash=None), "give all three"),
+        (dict(deployment_id=""), "deployment_id: must be 1..255 bytes"),
+        (dict(deployment_id="x" * 256), "deployment_id"),
+        (dict(deployment_id=7), "deployment_id: expected a string"),
+        (dict(level=1.0), "level: expected a pruning fraction"),
+        (dict(level=-0.1), "level"),
+        (dict(level=float("inf")), "level"),
+        (dict(level="0.5"), "level: expected a number"),
+        (dict(model_hash="abc"), "model_hash"),
+        (dict(model_hash="0F" * 8), "model_hash"),
+        (dict(model_hash="0" * 65), "model_hash"),
+    ],
+)
+def test_v2_fields_are_validated(overrides, match):
+    with pytest.raises(FrameError, match=match):
+        _v2_message(**overrides)
 
 
 def test_frame_error_is_a_slimedge_error():
@@ -305,3 +391,11 @@ def test_decode_aggregate_input_rejects_bad_files(tmp_path):
         frames.decode_aggregate_input(data[:live_at] + b"\x02" + data[live_at + 1 :])
     with pytest.raises(FrameError, match="nope.bin: cannot read"):
         frames.read_aggregate_input(tmp_path / "nope.bin")
+
+
+def test_the_size_the_cost_model_uses_is_the_encoded_size():
+    from slimedge.wire import feature_message_bytes
+
+    for m in (_int8_message(), _v2_message(), _v2_message(model_hash="ab" * 8)):
+        v2 = dict(deployment_id=m.deployment_id, model_hash=m.model_hash)
+        assert feature_message_bytes(m.dim, m.device, "int8", **v2) == len(frames.encode(m))

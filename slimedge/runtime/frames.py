@@ -5,7 +5,9 @@ Both are versioned little-endian binary layouts, validated strictly on read: a t
 corrupted or foreign payload raises `FrameError` naming the field at fault, never returns
 half a message. Neither needs TensorFlow.
 
-Feature message, version 1 (one view of one frame)::
+Feature message (one view of one frame). Version 2 is written whenever the message names
+its deployment (deployment id, level, model hash); version 1 is still written without them and
+read with those fields None. Layout, version 1::
 
     offset  size  field
     0       4     magic b"SEFM"
@@ -20,6 +22,17 @@ Feature message, version 1 (one view of one frame)::
     36      1     n: length of the device id in bytes (1..255)
     37      n     device id, UTF-8
     37+n    D*k   features (k = 1 for int8, 4 for float32)
+    ...     4     CRC-32 (zlib) of every byte before it
+
+Version 2: bytes 0..36 as version 1 (version byte 2), then::
+
+    37      4     level, f32: the branch's pruning fraction (0 <= level < 1)
+    41      1     m: length of the deployment id in bytes (1..255)
+    42      1     h: length of the model hash (16..64)
+    43      n     device id, UTF-8
+    43+n    m     deployment id, UTF-8
+    43+n+m  h     model hash: the device artifact's SHA-256, lowercase hex (full or a prefix)
+    ...     D*k   features
     ...     4     CRC-32 (zlib) of every byte before it
 
 Aggregator input file, version 1: see cpp/tools/README.md (`write_aggregate_input`).
@@ -39,12 +52,21 @@ import numpy as np
 from slimedge import _core
 from slimedge.artifacts import atomic_file
 from slimedge.errors import SlimEdgeError
+from slimedge.wire import (
+    MESSAGE_CRC,
+    MESSAGE_HEADER,
+    MESSAGE_MAGIC,
+    MESSAGE_V2_EXTRA,
+    MESSAGE_VERSION,
+    MESSAGE_VERSIONS,
+)
 
 __all__ = [
     "AGGREGATE_MAGIC",
     "AGGREGATE_VERSION",
     "MESSAGE_MAGIC",
     "MESSAGE_VERSION",
+    "MESSAGE_VERSIONS",
     "AggregateInput",
     "FeatureMessage",
     "FrameError",
@@ -62,10 +84,8 @@ class FrameError(SlimEdgeError, ValueError):
     """A feature message or aggregator input that cannot be used; names the field at fault."""
 
 
-MESSAGE_MAGIC = b"SEFM"
-MESSAGE_VERSION = 1
-_MSG_HEADER = struct.Struct("<4sBBHQqfiIB")  # up to and including the device id length
-_CRC = struct.Struct("<I")
+_MSG_HEADER, _CRC = MESSAGE_HEADER, MESSAGE_CRC  # the layout lives in slimedge.wire
+_HEX = "0123456789abcdef"
 _DTYPE_CODES = {np.dtype(np.int8): 1, np.dtype(np.float32): 2}
 _CODE_DTYPES = {code: dt for dt, code in _DTYPE_CODES.items()}
 
@@ -75,7 +95,9 @@ class FeatureMessage:
     """One view's branch output for one frame, as a device publishes it.
 
     `features` is 1-D int8 (with `scale` and `zero_point`: x = scale * (q - zero_point)) or
-    float32 (with both left None). Construction validates every field.
+    float32 (with both left None). `deployment_id`, `level` and `model_hash` name what
+    computed it: all three (a version 2 message) or none (version 1). Construction validates
+    every field.
     """
 
     view: int
@@ -85,8 +107,12 @@ class FeatureMessage:
     features: np.ndarray = field(repr=False)
     scale: float | None = None
     zero_point: int | None = None
+    deployment_id: str | None = None
+    level: float | None = None
+    model_hash: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_deployment_fields()
         _check_int("view", self.view, 0, 0xFFFF)
         _check_int("seq", self.seq, 0, 2**64 - 1)
         _check_int("timestamp_ns", self.timestamp_ns, -(2**63), 2**63 - 1)
@@ -125,6 +151,37 @@ class FeatureMessage:
         for name in ("view", "seq", "timestamp_ns"):
             object.__setattr__(self, name, int(getattr(self, name)))
 
+    def _check_deployment_fields(self) -> None:
+        given = [x is not None for x in (self.deployment_id, self.level, self.model_hash)]
+        if not any(given):
+            return
+        if not all(given):
+            raise FrameError("deployment_id, level, model_hash: give all three (version 2) "
+                             "or none (version 1)")
+        if not isinstance(self.deployment_id, str):
+            raise FrameError(f"deployment_id: expected a string, got "
+                             f"{type(self.deployment_id).__name__}")
+        n = len(self.deployment_id.encode("utf-8"))
+        if not 1 <= n <= 255:
+            raise FrameError(f"deployment_id: must be 1..255 bytes of UTF-8, got {n}")
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, float, np.floating,
+                                                                       np.integer)):
+            raise FrameError(f"level: expected a number, got {type(self.level).__name__}")
+        level = float(np.float32(self.level))
+        if not (math.isfinite(level) and 0.0 <= level < 1.0):
+            raise FrameError(f"level: expected a pruning fraction 0 <= level < 1, "
+                             f"got {self.level}")
+        h = self.model_hash
+        if not isinstance(h, str) or not 16 <= len(h) <= 64 or h.strip(_HEX) != "":
+            raise FrameError(f"model_hash: expected 16..64 lowercase hex digits (SHA-256), "
+                             f"got {h!r}")
+        object.__setattr__(self, "level", level)
+
+    @property
+    def version(self) -> int:
+        """The wire version this message encodes to: 2 when it names its deployment."""
+        return 1 if self.deployment_id is None else 2
+
     @property
     def dim(self) -> int:
         return int(self.features.shape[0])
@@ -140,9 +197,10 @@ class FeatureMessage:
         if not isinstance(other, FeatureMessage):
             return NotImplemented
         return (
-            (self.view, self.seq, self.timestamp_ns, self.device, self.scale, self.zero_point)
+            (self.view, self.seq, self.timestamp_ns, self.device, self.scale, self.zero_point,
+             self.deployment_id, self.level, self.model_hash)
             == (other.view, other.seq, other.timestamp_ns, other.device, other.scale,
-                other.zero_point)
+                other.zero_point, other.deployment_id, other.level, other.model_hash)
             and self.features.dtype == other.features.dtype
             and np.array_equal(self.features, other.features)
         )
@@ -163,7 +221,7 @@ def encode(message: FeatureMessage) -> bytes:
     is_int8 = message.features.dtype == np.int8
     head = _MSG_HEADER.pack(
         MESSAGE_MAGIC,
-        MESSAGE_VERSION,
+        message.version,
         _DTYPE_CODES[message.features.dtype],
         message.view,
         message.seq,
@@ -173,6 +231,11 @@ def encode(message: FeatureMessage) -> bytes:
         message.dim,
         len(device),
     )
+    if message.version == 2:
+        deployment = message.deployment_id.encode("utf-8")
+        model_hash = message.model_hash.encode("ascii")
+        head += MESSAGE_V2_EXTRA.pack(message.level, len(deployment), len(model_hash))
+        device += deployment + model_hash
     body = head + device + message.features.astype(message.features.dtype.newbyteorder("<"),
                                                    copy=False).tobytes()
     return body + _CRC.pack(zlib.crc32(body))
@@ -190,9 +253,9 @@ def decode(data: bytes | bytearray | memoryview, *, source: str = "message") -> 
     if len(buf) < _MSG_HEADER.size:
         raise fail(f"truncated: the header needs {_MSG_HEADER.size} bytes, got {len(buf)}")
     (_, version, code, view, seq, ts, scale, zp, dim, dev_len) = _MSG_HEADER.unpack_from(buf)
-    if version != MESSAGE_VERSION:
-        raise fail(f"field 'version': this reader knows version {MESSAGE_VERSION}, "
-                   f"got {version}")
+    if version not in MESSAGE_VERSIONS:
+        raise fail(f"field 'version': this reader knows versions "
+                   f"{', '.join(map(str, MESSAGE_VERSIONS))}, got {version}")
     if code not in _CODE_DTYPES:
         raise fail(f"field 'dtype': expected 1 (int8) or 2 (float32), got {code}")
     dtype = _CODE_DTYPES[code]
@@ -200,27 +263,44 @@ def decode(data: bytes | bytearray | memoryview, *, source: str = "message") -> 
         raise fail("field 'dim': a message carries at least one feature, got 0")
     if dev_len == 0:
         raise fail("field 'device': empty device id")
-    payload_at = _MSG_HEADER.size + dev_len
+    ids_at, dep_len, hash_len, level = _MSG_HEADER.size, 0, 0, None
+    if version == 2:
+        if len(buf) < ids_at + MESSAGE_V2_EXTRA.size:
+            raise fail(f"truncated: the version 2 header needs {ids_at + MESSAGE_V2_EXTRA.size}"
+                       f" bytes, got {len(buf)}")
+        level, dep_len, hash_len = MESSAGE_V2_EXTRA.unpack_from(buf, ids_at)
+        ids_at += MESSAGE_V2_EXTRA.size
+    payload_at = ids_at + dev_len + dep_len + hash_len
     expected = payload_at + dim * dtype.itemsize + _CRC.size
     if len(buf) != expected:
         what = "truncated" if len(buf) < expected else "wrong size"
-        raise fail(f"{what}: the header (dim={dim}, dtype={dtype}, device id {dev_len} bytes) "
+        ids = f"device id {dev_len} bytes"
+        if version == 2:
+            ids += f", deployment id {dep_len}, model hash {hash_len}"
+        raise fail(f"{what}: the header (dim={dim}, dtype={dtype}, {ids}) "
                    f"describes {expected} bytes, got {len(buf)}")
     (crc,) = _CRC.unpack_from(buf, expected - _CRC.size)
     if crc != zlib.crc32(buf[: expected - _CRC.size]):
         raise fail("field 'crc32': checksum mismatch (corrupted message)")
-    try:
-        device = buf[_MSG_HEADER.size : payload_at].decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise fail(f"field 'device': not UTF-8 ({e.reason})") from None
+    names = {}
+    at = ids_at
+    for name, n in (("device", dev_len), ("deployment_id", dep_len), ("model_hash", hash_len)):
+        try:
+            names[name] = buf[at : at + n].decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise fail(f"field '{name}': not UTF-8 ({e.reason})") from None
+        at += n
+    device = names["device"]
+    v2 = {} if version == 1 else dict(deployment_id=names["deployment_id"], level=level,
+                                      model_hash=names["model_hash"])
     feats = np.frombuffer(buf, dtype=dtype.newbyteorder("<"), count=dim, offset=payload_at)
     feats = feats.astype(dtype)
     try:
         if dtype == np.int8:
-            return FeatureMessage(view, seq, ts, device, feats, scale, zp)
+            return FeatureMessage(view, seq, ts, device, feats, scale, zp, **v2)
         if scale != 0.0 or zp != 0:
             raise FrameError("scale, zero_point: must be 0 for float32 features")
-        return FeatureMessage(view, seq, ts, device, feats)
+        return FeatureMessage(view, seq, ts, device, feats, **v2)
     except FrameError as e:
         raise fail(str(e)) from None
 
