@@ -191,8 +191,11 @@ def test_transfer_time_matches_hand_arithmetic(catalog):
     # Header 37 B (magic 4, version 1, dtype 1, view 2, seq 8, time 8, scale 4, zero point 4,
     # D 4, id length 1) + "cam00" 5 B + 128 int8 features + CRC-32 4 B = 174 B.
     assert message_bytes(128, "cam00") == 174
-    want = 174 * 8 / 1_327_500 * 1e3 + 50.0
-    assert transfer_ms(board, 128, "cam00") == pytest.approx(want, rel=1e-12)
+    want = 174 * 8 / 1_327_500 * 1e3 + 50.0  # worst: a full 50 ms interval
+    assert transfer_ms(board, 128, "cam00", link_latency="worst") == pytest.approx(want,
+                                                                                  rel=1e-12)
+    # Expected: half an interval less (the message waits 25 ms on average).
+    assert transfer_ms(board, 128, "cam00") == pytest.approx(want - 25.0, rel=1e-12)
     # A longer id and float32 features cost their bytes.
     assert message_bytes(128, "camera-0007") == 174 + 6
     assert message_bytes(128, "cam00", "float32") == 174 + 3 * 128

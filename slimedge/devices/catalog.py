@@ -22,8 +22,16 @@ Board classes and what each must state:
 
 Every class states cpu.core/clock, runtime, formats, preferred_format, compute.throughput (one
 effective MAC/s figure per accepted format), compute.overhead (fixed time per inference),
-link (medium, bandwidth, latency to the aggregator) and failure (probability of failing within
-failure.window). power.typical is optional.
+link (medium, bandwidth, latency to the aggregator, radio energy per byte sent) and failure
+(probability of failing within failure.window).
+
+Energy (read by `slimedge.devices.energy`): every board states power.active (while running a
+branch) and power.idle (between frames, link kept up) and link.energy_per_byte (radio energy
+per application byte sent); battery.capacity (J, entered in Wh) marks a battery-powered node.
+link.interval (optional) is the scheduled part of link.latency (a BLE connection interval): a
+message waits up to one interval, half on average, so the expected link latency is
+latency - interval / 2 (`slimedge.devices.link`). power.typical is optional (whole-board draw
+under load, for reference). Checked: idle <= active, interval <= latency.
 """
 
 from __future__ import annotations
@@ -93,7 +101,12 @@ NUMBER_FIELDS: dict[str, NumberField] = {
     "compute.overhead": NumberField("time", ALL),
     "link.bandwidth": NumberField("bandwidth", ALL),
     "link.latency": NumberField("time", ALL),
+    "link.energy_per_byte": NumberField("energy_per_byte", ALL),
+    "link.interval": NumberField("time", ()),
     "power.typical": NumberField("power", ()),
+    "power.active": NumberField("power", ALL),
+    "power.idle": NumberField("power", ALL),
+    "battery.capacity": NumberField("energy", ()),
     "failure.probability": NumberField("probability", ALL),
     "failure.window": NumberField("duration", ALL),
 }
@@ -114,8 +127,9 @@ SECTIONS = {
     "cpu": ("core", "clock", "cores"),
     "memory": tuple(p.split(".", 1)[1] for p in NUMBER_FIELDS if p.startswith("memory.")),
     "compute": ("throughput", "overhead"),
-    "link": ("medium", "bandwidth", "latency"),
-    "power": ("typical",),
+    "link": ("medium", "bandwidth", "latency", "interval", "energy_per_byte"),
+    "power": ("typical", "active", "idle"),
+    "battery": ("capacity",),
     "failure": ("probability", "window"),
 }
 TOP_KEYS = (
@@ -131,6 +145,7 @@ TOP_KEYS = (
     "compute",
     "link",
     "power",
+    "battery",
     "failure",
     "notes",
 )
@@ -199,7 +214,18 @@ class Compute:
 class Link:
     medium: str
     bandwidth_bps: float
-    latency_s: float
+    latency_s: float  # worst case to the aggregator
+    energy_per_byte_j: float  # radio energy per application byte sent
+    interval_s: float | None = None  # scheduled wait within latency_s (BLE connection interval)
+
+
+@dataclass(frozen=True)
+class Power:
+    """Electrical power in W: running a branch, idle between frames, typical under load."""
+
+    active_w: float
+    idle_w: float
+    typical_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -223,7 +249,9 @@ class Board:
     compute: Compute
     link: Link
     failure: Failure
-    power_w: float | None
+    power_w: float | None  # power.typical
+    power: Power
+    battery_j: float | None  # battery.capacity; None for a mains-powered board
     runtime_note: str
     notes: str
     path: Path | None
@@ -554,7 +582,13 @@ def _check_class_rules(
 
 
 def check_budgets(quantities: Mapping[str, Quantity], fail: Any) -> None:
-    """Budgets must fit in what the board has (also re-checked after fleet overrides)."""
+    """Budgets must fit in what the board has, idle power must not exceed active power and the
+    link interval not exceed the link latency (also re-checked after fleet overrides)."""
+    for small, large in (("power.idle", "power.active"), ("link.interval", "link.latency")):
+        if small in quantities and large in quantities \
+                and quantities[small].si > quantities[large].si:
+            raise fail(small, f"{quantities[small].given()} exceeds {large} "
+                              f"({quantities[large].given()})")
     if "memory.ram_budget" in quantities and "memory.ram" in quantities:
         budget, ram = quantities["memory.ram_budget"], quantities["memory.ram"]
         if budget.si > ram.si:
@@ -589,9 +623,12 @@ def _assemble(texts: dict[str, Any], quantities: dict[str, Quantity], path: Path
         cpu=Cpu(texts["cpu.core"], si("cpu.clock"), int(cores) if cores is not None else None),
         memory=memory,
         compute=Compute(MappingProxyType(throughput), si("compute.overhead")),
-        link=Link(texts["link.medium"], si("link.bandwidth"), si("link.latency")),
+        link=Link(texts["link.medium"], si("link.bandwidth"), si("link.latency"),
+                  si("link.energy_per_byte"), si("link.interval")),
         failure=Failure(si("failure.probability"), si("failure.window")),
         power_w=si("power.typical"),
+        power=Power(si("power.active"), si("power.idle"), si("power.typical")),
+        battery_j=si("battery.capacity"),
         runtime_note=texts.get("runtime_note", ""),
         notes=texts.get("notes", ""),
         path=path,

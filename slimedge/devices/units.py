@@ -1,6 +1,6 @@
 """Quantities with units: every number in a device or fleet file is `{value, unit, source}`.
 
-A quantity is read once, converted to SI base units (bytes, MAC/s, bit/s, s, W, Hz) and kept
+A quantity is read once, converted to SI base units (bytes, MAC/s, bit/s, s, W, J, J/B, Hz) and kept
 with its source, so later stages never see a raw "512 KB" and every figure can be traced.
 
 Units, by kind (the conversion factor to the SI base unit is exact):
@@ -15,7 +15,10 @@ Units, by kind (the conversion factor to the SI base unit is exact):
 - bandwidth: bit/s, kbit/s, Mbit/s, Gbit/s (decimal prefixes).
 - time (latencies, overheads): s, ms, us.
 - duration (failure windows): s, min, h, d (1 d = 86400 s).
-- power: W, mW.
+- power: W, mW, uW.
+- energy (battery capacity): J, kJ, Wh, mWh (1 Wh = 3600 J); a battery given in mAh is entered
+  in Wh with the arithmetic in its source (mAh x nominal V / 1000).
+- energy per byte (radio): J/B, mJ/B, uJ/B, nJ/B.
 - frequency: Hz, kHz, MHz, GHz.
 - fraction / probability: unitless, written `unit: "1"` or without a unit; fractions lie in
   [0, 1), probabilities in [0, 1].
@@ -61,7 +64,9 @@ THROUGHPUT = {**_MAC, **_OPS}
 BANDWIDTH = {"bit/s": 1.0, "kbit/s": 1e3, "Mbit/s": 1e6, "Gbit/s": 1e9}
 TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 DURATION = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-POWER = {"W": 1.0, "mW": 1e-3}
+POWER = {"W": 1.0, "mW": 1e-3, "uW": 1e-6}
+ENERGY = {"J": 1.0, "kJ": 1e3, "Wh": 3600.0, "mWh": 3.6}
+ENERGY_PER_BYTE = {"J/B": 1.0, "mJ/B": 1e-3, "uJ/B": 1e-6, "nJ/B": 1e-9}
 FREQUENCY = {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9}
 UNITLESS = {"1": 1.0}
 
@@ -86,6 +91,8 @@ KINDS: dict[str, Kind] = {
     "time": Kind("time", TIME, "s", positive=False),
     "duration": Kind("duration", DURATION, "s"),
     "power": Kind("power", POWER, "W"),
+    "energy": Kind("energy", ENERGY, "J"),
+    "energy_per_byte": Kind("energy per byte", ENERGY_PER_BYTE, "J/B"),
     "frequency": Kind("frequency", FREQUENCY, "Hz"),
     "fraction": Kind("fraction", UNITLESS, "1", positive=False, upper=1.0, upper_open=True),
     "probability": Kind("probability", UNITLESS, "1", positive=False, upper=1.0),

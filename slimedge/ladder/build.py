@@ -9,7 +9,9 @@ For each level, in increasing order, starting from the previous level's fine-tun
    cross-entropy plus feature distillation toward the unpruned branch's features, so a
    level's features stay interchangeable with every other level's at the aggregator;
 3. convert to TFLite in every format and measure: params, MACs, weight bytes, file sizes,
-   the TFLite Micro arena (in the real interpreter), peak activation bytes, host LiteRT latency;
+   the TFLite Micro arena (in the real interpreter), peak activation bytes, host LiteRT
+   latency (int8 also under each kernel set) and the per-operator MACs
+   (`slimedge.profile.layers`);
 4. run the int8 TFLite branch — what a device runs — over every view of the val and test
    splits and cache its int8 outputs with their scale and zero point.
 
@@ -218,6 +220,7 @@ def _measure(model: Any, calib: np.ndarray, level_path: Path, repeats: int) -> d
     """Convert to every format and measure the costs the later stages read."""
     from slimedge.model.costs import count_macs, count_params
     from slimedge.profile import litert, tflm
+    from slimedge.profile.layers import layer_costs
 
     sizes: dict[str, int] = {}
     latency: dict[str, float] = {}
@@ -228,6 +231,11 @@ def _measure(model: Any, calib: np.ndarray, level_path: Path, repeats: int) -> d
         sizes[fmt] = len(blob)
         latency[fmt] = litert.measure_latency(path, repeats=repeats).median_ms
     int8_path = level_path / "branch_int8.tflite"
+    # The int8 branch under each LiteRT kernel set (xnnpack: what a Linux board runs; reference:
+    # TFLite Micro's arithmetic) and its per-operator work: the latency model's calibration.
+    kernels = {k: (latency["int8"] if k == "xnnpack" else
+                   litert.measure_latency(int8_path, repeats=repeats, kernels=k).median_ms)
+               for k in litert.KERNELS}
     return {
         "params": int(count_params(model)),
         "macs": int(count_macs(model)),
@@ -239,6 +247,8 @@ def _measure(model: Any, calib: np.ndarray, level_path: Path, repeats: int) -> d
         "latency_ms_int8": latency["int8"],
         "tflite_bytes": sizes,
         "latency_ms": latency,
+        "latency_ms_kernels": kernels,
+        "layers": layer_costs(int8_path),
     }
 
 
