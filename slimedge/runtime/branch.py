@@ -14,6 +14,7 @@ zero_point - 128); for a float model, float32 features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from slimedge.errors import SlimEdgeError
 
-__all__ = ["BranchError", "BranchOutput", "BranchRunner"]
+__all__ = ["BranchError", "BranchOutput", "BranchRunner", "model_input"]
 
 
 class BranchError(SlimEdgeError):
@@ -51,15 +52,32 @@ class BranchOutput:
 _INPUT_RANGES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 
 
+def model_input(images: np.ndarray, dtype: np.dtype,
+                quantization: tuple[float, int] | None) -> np.ndarray:
+    """uint8 camera pixels -> a branch's input tensor of `dtype` (the convention in the module
+    docstring); `quantization` is the input's (scale, zero_point), None for float32. Shared
+    by every interpreter that runs a branch (LiteRT here, TFLite Micro in `runtime.mcu`)."""
+    x = images.astype(np.float64) / 255.0
+    if quantization is None:
+        return x.astype(np.float32)
+    scale, zp = quantization
+    lo, hi = _INPUT_RANGES[np.dtype(dtype)]
+    v = x / scale
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zp  # half away from zero, as TFLite
+    return np.clip(q, lo, hi).astype(dtype)
+
+
 class BranchRunner:
     """Runs one view's branch `.tflite` file in the LiteRT interpreter.
 
     `reference_kernels=True` selects TFLite's reference kernels, bit-exact with TFLite Micro
-    (the default XNNPACK kernels can differ by one quantization step).
+    (the default XNNPACK kernels can differ by one quantization step). `delegates`: LiteRT
+    delegates (e.g. the Edge TPU's, from `load_delegate`) the interpreter hands ops to.
     """
 
     def __init__(self, model_path: str | Path, num_threads: int = 1, *,
-                 reference_kernels: bool = False, max_batch: int = 1) -> None:
+                 reference_kernels: bool = False, max_batch: int = 1,
+                 delegates: Sequence[object] = ()) -> None:
         self.model_path = Path(model_path)
         # Images per invoke when run() gets a batch (needs a model with a dynamic batch axis);
         # per-image arithmetic is the same, only the call overhead is shared.
@@ -74,7 +92,8 @@ class BranchRunner:
         resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
         try:
             self._interp = Interpreter(model_path=str(self.model_path), num_threads=num_threads,
-                                       experimental_op_resolver_type=resolver)
+                                       experimental_op_resolver_type=resolver,
+                                       experimental_delegates=list(delegates) or None)
         except (ValueError, RuntimeError) as e:
             raise BranchError(f"branch model {self.model_path}: LiteRT cannot load it: "
                               f"{e}") from None
@@ -137,14 +156,7 @@ class BranchRunner:
 
     def _model_input(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, H, W, C) -> the model's input tensor."""
-        x = images.astype(np.float64) / 255.0
-        if self._in_quant is None:
-            return x.astype(np.float32)
-        scale, zp = self._in_quant
-        lo, hi = _INPUT_RANGES[self.input_dtype]
-        v = x / scale
-        q = np.sign(v) * np.floor(np.abs(v) + 0.5) + zp  # half away from zero, as TFLite
-        return np.clip(q, lo, hi).astype(self.input_dtype)
+        return model_input(images, self.input_dtype, self._in_quant)
 
     def _features(self, n: int) -> np.ndarray:
         y = self._interp.get_tensor(self._out_index).reshape(n, self.output_dim)
