@@ -26,7 +26,7 @@ def self_test(model_path: Path, manifest: UpdateManifest) -> str:
 
     def refuse(msg: str) -> UpdateRefusedError:
         return UpdateRefusedError(SELF_TEST, f"update {manifest.sequence} ({model_path.name}): "
-                             f"{msg}")
+                                  f"{msg}")
 
     try:
         runner = BranchRunner(model_path)

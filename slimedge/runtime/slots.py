@@ -300,7 +300,7 @@ class UpdateSlots:
         stored = self.offered(sequence)
         if stored is None:
             raise UpdateRefusedError(TRUNCATED, f"update {sequence}: no offer received (only "
-                                f"chunks): the signed manifest is missing")
+                                     f"chunks): the signed manifest is missing")
         _, data, sig = stored
         _, info = self.current()
         m = check_offer(data, sig, self.trust, info.running, self.clock())
@@ -308,7 +308,7 @@ class UpdateSlots:
         if gaps:
             got = m.bytes - sum(n for _, n in gaps)
             raise UpdateRefusedError(TRUNCATED, f"update {sequence}: received {got} of {m.bytes} "
-                                f"bytes; missing [offset, length] ranges {gaps[:8]}")
+                                     f"bytes; missing [offset, length] ranges {gaps[:8]}")
         self._checkpoint("staged")
         target = "b" if info.slot == "a" else "a"
         build = self._fresh_build_dir()
@@ -454,7 +454,7 @@ class UpdateSlots:
                 data = (folder / f"{off:012d}-{n:09d}").read_bytes()
                 if len(data) != n:
                     raise UpdateRefusedError(TRUNCATED, f"update {sequence}: chunk at {off} has "
-                                        f"{len(data)} bytes, expected {n}")
+                                             f"{len(data)} bytes, expected {n}")
                 data = data[pos - off:]
                 whole.update(data)
                 start = pos
@@ -473,15 +473,15 @@ class UpdateSlots:
                 fh.close()
         if pos != m.bytes:
             raise UpdateRefusedError(TRUNCATED, f"update {sequence}: assembled {pos} bytes, the "
-                                f"manifest says {m.bytes}")
+                                     f"manifest says {m.bytes}")
         if whole.hexdigest() != m.sha256:
             raise UpdateRefusedError(TAMPERED, f"update {sequence}: payload sha256 "
-                                f"{whole.hexdigest()} differs from the signed {m.sha256}: "
-                                f"changed after signing or in transit")
+                                     f"{whole.hexdigest()} differs from the signed {m.sha256}: "
+                                     f"changed after signing or in transit")
         entries = []
         for f, _, h in outs:
             if h.hexdigest() != f.sha256:
                 raise UpdateRefusedError(TAMPERED, f"update {sequence}: {f.path} sha256 "
-                                    f"{h.hexdigest()} differs from the signed {f.sha256}")
+                                         f"{h.hexdigest()} differs from the signed {f.sha256}")
             entries.append((f.path, f.sha256, f.bytes))
         return tuple(entries)

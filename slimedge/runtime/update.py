@@ -373,32 +373,32 @@ def check_offer(manifest_bytes: bytes, signature: bytes, trust: Trust, running: 
         named = _named_key(manifest_bytes)
         if named is not None and named != trust.fingerprint:
             raise UpdateRefusedError(WRONG_KEY, f"signed by {named}, this device trusts only "
-                                f"{trust.fingerprint} (its provisioned key)")
+                                     f"{trust.fingerprint} (its provisioned key)")
         raise UpdateRefusedError(BAD_SIGNATURE, f"the signature does not verify with the "
-                            f"provisioned key {trust.fingerprint}: the manifest or its "
-                            f"signature was changed after signing")
+                                 f"provisioned key {trust.fingerprint}: the manifest or its "
+                                 f"signature was changed after signing")
     m = UpdateManifest.from_bytes(manifest_bytes)
     if m.signing_key != trust.fingerprint:  # signed by our key but naming another: refuse
         raise UpdateRefusedError(WRONG_KEY, f"the manifest names signing key {m.signing_key}, this "
-                            f"device trusts {trust.fingerprint}")
+                                 f"device trusts {trust.fingerprint}")
     if m.device != trust.device:
         raise UpdateRefusedError(WRONG_DEVICE, f"update for device {m.device!r}, this is "
-                            f"{trust.device!r}")
+                                 f"{trust.device!r}")
     if m.board != trust.board:
         raise UpdateRefusedError(WRONG_BOARD, f"update for board {m.board!r}, device "
-                            f"{trust.device} is a {trust.board!r}")
+                                 f"{trust.device} is a {trust.board!r}")
     if now >= parse_utc(m.expires):
         raise UpdateRefusedError(EXPIRED, f"update sequence {m.sequence} expired at {m.expires} "
-                            f"(device clock {utc(now)})")
+                                 f"(device clock {utc(now)})")
     if m.sequence <= running.sequence:
         raise UpdateRefusedError(REPLAY, f"sequence {m.sequence} is not above the running "
-                            f"sequence {running.sequence}: an old update sent again")
+                                 f"sequence {running.sequence}: an old update sent again")
     older = parse_utc(m.deployment_created) < parse_utc(running.deployment_created)
     if older and not m.rollback:
         raise UpdateRefusedError(DOWNGRADE, f"deployment {m.deployment_id} (created "
-                            f"{m.deployment_created}) is older than the running "
-                            f"{running.deployment_id} (created {running.deployment_created}); "
-                            f"only a signed rollback order goes back")
+                                 f"{m.deployment_created}) is older than the running "
+                                 f"{running.deployment_id} (created {running.deployment_created}); "
+                                 f"only a signed rollback order goes back")
     return m
 
 
