@@ -17,67 +17,44 @@ what the ladder's cache holds when the export's static-vs-cached check passed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slimedge.artifacts import sha256_file
 from slimedge.fleet.schedule import FleetUpError
 
+if TYPE_CHECKING:
+    from slimedge.runtime.aggregator_deployment import AggregatorDeployment as Deployment
+
 SPLIT = "test"  # the split a local fleet replays
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """The parts of a deployment `fleet up` reads (the manifest is validated on load)."""
-
-    root: Path
-    manifest: Any  # slimedge.export.manifest.DeploymentManifest
-    head: dict[str, Any]  # aggregator/head.json
-    contingency: dict[str, Any] | None  # aggregator/contingency.json
-
-    @property
-    def devices(self) -> list[str]:
-        return [d.device for d in self.manifest.devices]
-
-    @property
-    def views(self) -> int:
-        return int(self.head["views"])
-
-    @property
-    def view_levels(self) -> list[int]:
-        """Ladder level index per view (views no device owns: 0, never live)."""
-        return [0 if j is None else int(j) for j in self.head["view_level_index"]]
-
-    def views_of(self, device: str) -> list[int]:
-        return list(self.manifest.device(device).views)
-
-
-def load_deployment(deploy: str | os.PathLike) -> Deployment:
-    from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
+def load_deployment(deploy: str | os.PathLike, public_key: str | os.PathLike | None
+                    ) -> Deployment:
+    """The deployment as the aggregator reads it, verified (signature and every file's hash)
+    with the provisioned public key."""
+    from slimedge.export.manifest import MANIFEST_NAME
+    from slimedge.runtime.aggregator_deployment import load_aggregator_deployment
 
     root = Path(deploy)
-    path = root / MANIFEST_NAME
-    if not path.is_file():
+    if not (root / MANIFEST_NAME).is_file():
         raise FleetUpError(f"{root}: not a deployment (no {MANIFEST_NAME}); build one with "
                            "`slimedge export` or `slimedge demo`")
-    manifest = DeploymentManifest.from_json(path.read_text(), source=str(path))
-    head = _read_json(root / "aggregator" / "head.json")
-    table = head.get("contingency")
-    contingency = _read_json(root / table) if table else None
-    return Deployment(root, manifest, head, contingency)
+    return load_aggregator_deployment(root, public_key)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FleetUpError(f"{path}: unreadable ({exc})") from exc
+def device_ids(dep: Deployment) -> list[str]:
+    return [d.device for d in dep.manifest.devices]
+
+
+def view_levels(dep: Deployment) -> list[int]:
+    """Ladder level index per view (a view no device owns: 0; it is never live)."""
+    return [0 if j is None else int(j) for j in dep.head["view_level_index"]]
 
 
 def find_dataset(dep: Deployment, given: str | os.PathLike | None) -> Path:
@@ -112,15 +89,6 @@ def find_ladder(dep: Deployment, given: str | os.PathLike | None) -> tuple[Path 
     return path, f"ladder {path} (manifest hash matches the deployment's)"
 
 
-def live_set_pooling(dep: Deployment) -> Any:
-    """The aggregator's own rule for pooling a live set (its contingency row or the head's
-    pooling), read from the deployment's files."""
-    from slimedge.runtime.live_weights import LiveSetPooling
-
-    return LiveSetPooling(dep.views, dep.head["pooling"], dep.head.get("view_weights"),
-                          dep.contingency, None)
-
-
 @dataclass
 class Reference:
     """The evaluator for a deployment's levels on the replayed split."""
@@ -144,10 +112,9 @@ class Reference:
         groups: dict[bytes, list[int]] = {}
         for i, row in enumerate(live):
             groups.setdefault(row.tobytes(), []).append(i)
-        rule = live_set_pooling(dep)
         for rows in groups.values():
             mask = live[rows[0]]
-            pooling = rule.for_live(mask)
+            pooling = dep.pooling.for_live(mask)
             ev = (self.evaluator if self.evaluator.mode == pooling.mode
                   else dataclasses.replace(self.evaluator, mode=pooling.mode))
             pred = ev.predictions(self.levels, mask, pooling.weights)
@@ -162,7 +129,7 @@ def make_reference(dep: Deployment, ladder: Path | None, note: str,
     if ladder is not None:
         ev = Evaluator.from_ladder(ladder, SPLIT)
         ev = dataclasses.replace(ev, mode=dep.head["pooling"])
-        ref = Reference(ev, dep.view_levels, "ladder", note)
+        ref = Reference(ev, view_levels(dep), "ladder", note)
     else:
         ref = _artifact_reference(dep, dataset, note)
     _check_labels(ref, dataset)

@@ -173,6 +173,7 @@ def stretch(f: RunFacts, sel: np.ndarray) -> dict[str, Any]:
     """Figures of the frames selected by the boolean mask `sel`."""
     ans = sel & f.answered
     n_ans = int(ans.sum())
+    lat = f.latency_ms[ans]
     return {
         "frames": int(sel.sum()),
         "answered": n_ans,
@@ -181,6 +182,7 @@ def stretch(f: RunFacts, sel: np.ndarray) -> dict[str, Any]:
         "accuracy": _ratio(((f.pred == f.labels) & ans).sum(), n_ans),
         "evaluator_accuracy": _ratio(((f.ref_pred == f.labels) & ans).sum(), n_ans),
         "mismatches": int(((f.pred != f.ref_pred) & ans).sum()),
+        "latency_ms_median": round(float(np.median(lat)), 3) if len(lat) else None,
     }
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from slimedge.artifacts import write_json
-from slimedge.fleet.reference import Deployment, Reference
 from slimedge.fleet.run_folder import (
     EVENTS_FILE,
     INJECTIONS_FILE,
@@ -34,6 +33,9 @@ from slimedge.fleet.run_folder import (
 )
 from slimedge.fleet.schedule import FleetUpError
 from slimedge.fleet.timeline import Mark, TimelineData, plot_timeline
+
+if TYPE_CHECKING:
+    from slimedge.fleet.reference import Deployment, Reference
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -104,7 +106,7 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
     injections = read_jsonl(run_dir / INJECTIONS_FILE)
     events = read_jsonl(run_dir / EVENTS_FILE)
     metrics = _read_json(run_dir / METRICS_FILE, {})
-    heartbeat_s = float(info.get("heartbeat_s") or metrics.get("heartbeat_period_s") or 1.0)
+    heartbeat_s = float(info["heartbeat_s"])
     views_of = info["views_of"]
     dets = detections(f, injections, events, views_of, heartbeat_s)
     joins = rejoins(f, injections, events, views_of)
@@ -124,6 +126,9 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
         "broker_restarts": brokers,
         "phases": phases(f),
         "rejected": metrics.get("rejected", {}),
+        "aggregator": {k: metrics.get(k) for k in ("window_ms", "slack_ms", "accuracy",
+                                                     "frames_lost", "latency_ms", "added_ms",
+                                                     "rejected_total", "events")},
         "broker": info["broker"]["kind"],
         "broker_url": info["broker"]["url"],
         "heartbeat_s": heartbeat_s,
@@ -134,7 +139,7 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
         "run_dir": str(run_dir),
     }
     if plot:
-        deadline = metrics.get("deadline_ms")
+        deadline = metrics.get("window_ms")  # capture -> deadline
         data = TimelineData(
             t_s=np.asarray(f.t_s(np.arange(frames)), np.float64), answered=f.answered,
             correct=f.answered & (f.pred == f.labels),

@@ -17,6 +17,7 @@ One run, top to bottom:
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -24,14 +25,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimedge.artifacts import write_json
 from slimedge.fleet.processes import Supervisor, log_tail
 from slimedge.fleet.reference import (
     SPLIT,
-    Deployment,
-    Reference,
+    device_ids,
     find_dataset,
     find_ladder,
     load_deployment,
@@ -46,14 +46,19 @@ from slimedge.fleet.schedule import (
     parse_time,
 )
 
+if TYPE_CHECKING:
+    from slimedge.fleet.reference import Deployment, Reference
+
 DEFAULT_FPS = 10.0
+DEFAULT_HEARTBEAT_S = 1.0
 AGGREGATOR = "aggregator"
 # Seconds from launching the processes to the first frame: a base plus a share per process
 # (each imports NumPy, LiteRT and paho and verifies the deployment; on a busy 2-core machine
 # a dozen of them take several seconds). `--startup-s` overrides it.
 STARTUP_BASE_S = 3.0
 STARTUP_PER_PROCESS_S = 0.4
-DRAIN_S = 1.0  # after the last frame's deadline, before processes are stopped
+# After the last frame is captured: the longest the aggregator may take to finish on its own.
+AGGREGATOR_TAIL_S = 60.0
 
 
 def add_up_options(p: argparse.ArgumentParser) -> None:
@@ -77,6 +82,11 @@ def add_up_options(p: argparse.ArgumentParser) -> None:
                         "(only a broker this command started)")
     p.add_argument("--broker-down", default="1s", metavar="TIME",
                    help="how long the broker stays down on --restart-broker (default 1s)")
+    p.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_S, metavar="S",
+                   help="agents' heartbeat period in seconds (the aggregator's detector "
+                        "counts in these periods)")
+    p.add_argument("--slack-ms", type=float, default=None,
+                   help="the aggregator's deadline slack (default: the aggregator's)")
     p.add_argument("--emulate-latency", action="store_true",
                    help="agents hold each result for their board's predicted time")
     p.add_argument("--run-dir", default=None,
@@ -106,6 +116,8 @@ class Prepared:
     emulate_latency: bool
     broker_url: str | None
     startup_s: float
+    heartbeat_s: float
+    slack_ms: float | None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,20 +125,35 @@ class Prepared:
         return self.frames / self.fps
 
 
+def _public_key(args: argparse.Namespace) -> Path:
+    """The key provisioned out of band (not the copy inside the deployment)."""
+    from slimedge.export.deploy import KEYS_DIR
+    from slimedge.export.signing import PUBLIC_KEY_NAME
+
+    key = (Path(args.public_key) if args.public_key is not None
+           else Path(args.deploy).parent / KEYS_DIR / PUBLIC_KEY_NAME)
+    if not key.is_file():
+        raise FleetUpError(f"{key}: no public key to verify the deployment with (pass the key "
+                           "provisioned for it: --public-key)")
+    return key
+
+
 def prepare(args: argparse.Namespace) -> Prepared:
     from slimedge.data.container import load_dataset
 
-    dep = load_deployment(args.deploy)
+    public_key = _public_key(args)
+    dep = load_deployment(args.deploy, public_key)
     dataset = find_dataset(dep, args.dataset)
     n_split = len(load_dataset(dataset).indices(SPLIT))
     frames = n_split if args.frames is None else int(args.frames)
     if not 1 <= frames <= n_split:
         raise FleetUpError(f"--frames: {frames} is outside 1..{n_split} (the {SPLIT} split of "
                            f"{dataset} has {n_split} objects)")
-    if not args.fps > 0:
-        raise FleetUpError(f"--fps: must be > 0, got {args.fps}")
-    kills = parse_schedule(args.kill, "--kill", dep.devices)
-    restarts = parse_schedule(args.restart, "--restart", dep.devices)
+    for option, value in (("--fps", args.fps), ("--heartbeat", args.heartbeat)):
+        if not value > 0:
+            raise FleetUpError(f"{option}: must be > 0, got {value}")
+    kills = parse_schedule(args.kill, "--kill", device_ids(dep))
+    restarts = parse_schedule(args.restart, "--restart", device_ids(dep))
     check_story(kills, restarts)
     duration = frames / args.fps
     for option, items in (("--kill", kills), ("--restart", restarts)):
@@ -144,11 +171,6 @@ def prepare(args: argparse.Namespace) -> Prepared:
         if broker_restart >= duration:
             raise FleetUpError(f"--restart-broker: {broker_restart:g} s is after the last "
                                f"frame ({duration:g} s)")
-    public_key = (Path(args.public_key) if args.public_key is not None
-                  else dep.root.parent / "keys" / "public_key.pem")
-    if not public_key.is_file():
-        raise FleetUpError(f"{public_key}: no public key to verify the deployment with "
-                           "(pass the key provisioned for it: --public-key)")
     ladder, note = find_ladder(dep, args.ladder)
     reference = make_reference(dep, ladder, note, dataset)
     run_dir = (Path(args.run_dir) if args.run_dir is not None
@@ -160,7 +182,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
                else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
     return Prepared(dep, dataset, frames, float(args.fps), kills, restarts, broker_restart,
                     parse_time(args.broker_down, "--broker-down"), reference, run_dir,
-                    public_key, bool(args.emulate_latency), args.broker, float(startup))
+                    public_key, bool(args.emulate_latency), args.broker, float(startup),
+                    float(args.heartbeat), args.slack_ms)
 
 
 # --------------------------------------------------------------------------- commands
@@ -180,10 +203,12 @@ def agent_argv(p: Prepared, device: str, broker: str, start_ns: int) -> list[str
 
 
 def aggregator_argv(p: Prepared, broker: str, start_ns: int) -> list[str]:
-    return _slimedge("aggregator", "run", "--deploy", str(p.dep.root), "--broker", broker,
-                     "--run-dir", str(p.run_dir), "--dataset", str(p.dataset),
+    argv = _slimedge("aggregator", "run", "--deploy", str(p.dep.root), "--broker", broker,
+                     "--public-key", str(p.public_key), "--run-dir", str(p.run_dir),
+                     "--dataset", str(p.dataset), "--heartbeat", f"{p.heartbeat_s:g}",
                      "--fps", f"{p.fps:g}", "--frames", str(p.frames),
                      "--start-at", str(start_ns))
+    return argv if p.slack_ms is None else [*argv, "--slack-ms", f"{p.slack_ms:g}"]
 
 
 # --------------------------------------------------------------------------- the run
@@ -222,13 +247,15 @@ def _actions(p: Prepared) -> list[_Action]:
 
 
 def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
-    """Run the fleet; returns what happened (start time, broker); the run folder holds the
-    rest. Every process is stopped when this returns or raises."""
+    """Run the fleet; returns the run's record (run.json); the run folder holds the rest.
+    Every process is stopped, by its pid, when this returns or raises."""
     from slimedge.fleet.broker import start_broker
+    from slimedge.fleet.monitor import FleetMonitor
 
     say = say or (lambda msg: None)
     p.run_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
+    devices = device_ids(p.dep)
+    broker = monitor = None
     with _sigterm_as_interrupt(), Supervisor(p.run_dir) as sup:
         try:
             if p.broker_url is None:
@@ -238,29 +265,41 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
             else:
                 url, kind = p.broker_url, "external"
                 say(f"broker: given, {url}")
+            monitor = FleetMonitor(url, p.dep.fleet, p.run_dir).start()
             start_ns = time.time_ns() + int(p.startup_s * 1e9)
             info = {"deployment_id": p.dep.manifest.deployment_id, "deploy": str(p.dep.root),
                     "dataset": str(p.dataset), "frames": p.frames, "fps": p.fps,
-                    "start_ns": start_ns, "devices": p.dep.devices,
-                    "views_of": {d: p.dep.views_of(d) for d in p.dep.devices},
+                    "start_ns": start_ns, "devices": devices, "fleet": p.dep.fleet,
+                    "views_of": {d: list(p.dep.devices[d].views) for d in devices},
                     "kills": [i.__dict__ for i in p.kills],
                     "restarts": [i.__dict__ for i in p.restarts],
                     "broker_restart_s": p.broker_restart_s, "broker_down_s": p.broker_down_s,
                     "broker": {"kind": kind, "url": url},
-                    "emulate_latency": p.emulate_latency,
+                    "emulate_latency": p.emulate_latency, "heartbeat_s": p.heartbeat_s,
                     "evaluator": {"source": p.reference.source, "note": p.reference.note},
                     **p.extra}
             write_json(p.run_dir / RUN_FILE, info)
             sup.start(AGGREGATOR, aggregator_argv(p, url, start_ns))
-            for device in p.dep.devices:
+            for device in devices:
                 sup.start(device, agent_argv(p, device, url, start_ns))
-            say(f"{len(p.dep.devices)} agents + aggregator started; first frame in "
+            say(f"{len(devices)} agents + aggregator started; first frame in "
                 f"{(start_ns - time.time_ns()) / 1e9:.1f} s")
+            late = monitor.wait_up(devices, start_ns)
+            info["not_up_at_first_frame"] = late
+            info["all_up_before_first_frame_s"] = (
+                None if late else round((start_ns - time.time_ns()) / 1e9, 3))
+            write_json(p.run_dir / RUN_FILE, info)
+            if late:
+                say(f"not up when the first frame was due: {', '.join(late)} (their first "
+                    "frames may be lost; a longer --startup-s helps)")
             _drive(p, sup, broker, url, start_ns, say)
+            _wait_for_aggregator(p, sup, start_ns)
         finally:
-            # Agents first (no more frames), then the aggregator (it finishes its results and
-            # writes metrics on SIGTERM), then the broker.
-            sup.stop_all(order=[*p.dep.devices, AGGREGATOR])
+            if monitor is not None:
+                monitor.close()
+            # Agents first (no more frames), then the aggregator (on SIGTERM it writes its
+            # results and metrics), then the broker.
+            sup.stop_all(order=[*devices, AGGREGATOR])
             if broker is not None:
                 broker.stop()
     return info
@@ -268,7 +307,7 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
 
 def _drive(p: Prepared, sup: Supervisor, broker: Any, url: str, start_ns: int,
            say: Any) -> None:
-    """Carry out the schedule, then wait for the aggregator to finish the last frame."""
+    """Carry out the schedule at its times."""
     injections = p.run_dir / INJECTIONS_FILE
     for act in _actions(p):
         _wait_until(start_ns + int(act.at_s * 1e9), sup)
@@ -289,8 +328,19 @@ def _drive(p: Prepared, sup: Supervisor, broker: Any, url: str, start_ns: int,
             append_jsonl(injections, {"kind": "broker-restart", "t_ns": t,
                                       "back_ns": time.time_ns(), "at_s": act.at_s})
             say(f"t={act.at_s:g}s: broker restarted (down {p.broker_down_s:g} s)")
-    end_ns = start_ns + int((p.duration_s + p.extra.get("deadline_s", 1.0) + DRAIN_S) * 1e9)
-    _wait_until(end_ns, sup)
+
+
+def _wait_for_aggregator(p: Prepared, sup: Supervisor, start_ns: int) -> None:
+    """The aggregator knows the replay's schedule and exits once the last frame's deadline
+    has passed; wait for that (a bounded time: past it, it is stopped like everything else)."""
+    child = sup.children[AGGREGATOR]
+    limit = start_ns + int((p.duration_s + AGGREGATOR_TAIL_S) * 1e9)
+    while child.running() and time.time_ns() < limit:
+        time.sleep(0.1)
+    if not child.running() and child.popen.returncode != 0:
+        log = sup.logs / f"{AGGREGATOR}.log"
+        raise FleetUpError(f"the aggregator (pid {child.pid}) exited with code "
+                           f"{child.popen.returncode}; its log ({log}):\n{log_tail(log)}")
 
 
 def _wait_until(t_ns: int, sup: Supervisor) -> None:
@@ -325,3 +375,29 @@ def fleet_up(args: argparse.Namespace) -> dict[str, Any]:
     say(f"run folder {p.run_dir}")
     return summary
 
+
+
+def up_options(deploy: str | os.PathLike, **values: Any) -> argparse.Namespace:
+    """The options of `fleet up` as a program passes them (the command's defaults for the
+    rest); an unknown name is a TypeError, as for a function."""
+    parser = argparse.ArgumentParser()
+    add_up_options(parser)
+    ns = parser.parse_args(["--deploy", str(deploy)])
+    for key, value in values.items():
+        if not hasattr(ns, key):
+            raise TypeError(f"fleet up has no option {key!r}")
+        setattr(ns, key, value)
+    ns.json = True
+    return ns
+
+
+def run_into(out: Path, deploy: str | os.PathLike, **values: Any) -> dict[str, Any]:
+    """One run written into `out` whole (a failed run leaves the previous one), summarised
+    in place: what the demo's fleet stage calls."""
+    from slimedge.artifacts import atomic_dir
+    from slimedge.fleet.summary import summarise
+
+    with atomic_dir(out) as tmp:
+        p = prepare(up_options(deploy, run_dir=tmp, **values))
+        execute(p)
+    return summarise(out, p.dep, p.reference)
