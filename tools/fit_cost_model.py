@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Host latency fit of a ladder, and the predicted latency of each level on every catalog board.
+"""Latency-model fit of a ladder, and the predicted latency of each level on every catalog board.
 
-    tools/fit_cost_model.py LADDER [--json] [--catalog DIR]
+    tools/fit_cost_model.py LADDER [--json] [--catalog DIR] [--measure] [--cost-model NAME]
 
-For every format whose host latency the ladder measured at every level: the fit
+For each kernel set the ladder timed its int8 branch under (`latency_ms_kernels`; `--measure`
+times them now from the level files, with the per-operator MACs, for a ladder built before
+they were recorded): both model forms, MAC-linear and per-layer
+(`slimedge.devices.calibration`), with predicted / measured per level, R², leave-one-out
+error, and the form the fit-quality rule picks. Then, for every format whose host latency
+the ladder measured at every level: the fit
 t_host = t0 + MACs/R_host (+ bytes/B_host where that term earns its place), its R², largest
 relative error, leave-one-out errors and a per-level residual table. Then one table per catalog
-board (its preferred format): predicted inference ms per level (`slimedge.devices.cost`), with
-levels that do not fit the board marked. Prints its provenance: the ladder's model and dataset
+board (its preferred format): predicted inference ms per level under `--cost-model`
+(default: the ladder's default, `slimedge.devices.latency_model`), with levels that do not fit
+the board marked. Prints its provenance: the ladder's model and dataset
 hashes, the measuring host, and the versions used here.
 """
 
@@ -26,10 +32,32 @@ import scipy
 
 import slimedge
 from slimedge.devices import load_catalog
+from slimedge.devices.calibration import KERNEL_SET_OF_CLASS, fit_kernel_sets
 from slimedge.devices.catalog import FORMATS, devices_dir
-from slimedge.devices.cost import CostTable, aggregator_ms, calibrate_host, head_macs
+from slimedge.devices.cost import (
+    COST_MODELS,
+    CostTable,
+    aggregator_ms,
+    calibrate_host,
+    head_macs,
+)
 from slimedge.errors import SlimEdgeError
-from slimedge.ladder.store import read_manifest
+from slimedge.ladder.store import level_dir, read_manifest
+
+
+def measure_calibration(ladder: Path, levels: list[dict[str, Any]], repeats: int) -> None:
+    """Time each level's int8 branch under every LiteRT kernel set and count its per-operator
+    work (what the ladder build records), for levels that lack them; in place."""
+    from slimedge.profile.layers import layer_costs
+    from slimedge.profile.litert import KERNELS, measure_latency
+
+    for i, entry in enumerate(levels):
+        path = level_dir(ladder, int(entry.get("index", i))) / "branch_int8.tflite"
+        if "latency_ms_kernels" not in entry:
+            entry["latency_ms_kernels"] = {
+                k: measure_latency(path, repeats=repeats, kernels=k).median_ms for k in KERNELS}
+        if "layers" not in entry:
+            entry["layers"] = layer_costs(path)
 
 
 def measured_formats(levels: list[dict[str, Any]]) -> list[str]:
@@ -45,9 +73,13 @@ def measured_formats(levels: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def analyse(ladder: Path, catalog_dir: Path | None) -> dict[str, Any]:
+def analyse(ladder: Path, catalog_dir: Path | None, *, measure: bool = False,
+            cost_model: str | None = None, repeats: int = 30) -> dict[str, Any]:
     manifest = read_manifest(ladder)
     levels = manifest["levels"]
+    if measure:
+        measure_calibration(ladder, levels, repeats)
+    kernel_fits = fit_kernel_sets(levels)
     host_fits = {fmt: calibrate_host(levels, fmt, host=manifest.get("host"))
                  for fmt in measured_formats(levels)}
     catalog = load_catalog(catalog_dir)
@@ -65,12 +97,15 @@ def analyse(ladder: Path, catalog_dir: Path | None) -> dict[str, Any]:
             "host_ms": (aggregator_ms(hm, "host", host_fit=host_fits[host_fmt])
                         if host_fmt else None),
         }
-    table = CostTable.for_boards(levels, catalog, int(manifest["feature_dim"]))
+    table = CostTable.for_boards(levels, catalog, int(manifest["feature_dim"]),
+                                 cost_model=cost_model)
     boards = []
     for i, board_id in enumerate(table.devices):
         boards.append({
             "board": board_id,
             "format": table.formats[i],
+            "kernel_set": KERNEL_SET_OF_CLASS[catalog[board_id].board_class],
+            "form": table.forms[i],
             "inference_ms": table.inference_ms[i].tolist(),
             "transfer_ms": float(table.transfer_ms[i]),
             "fits": table.fits[i].tolist(),
@@ -85,7 +120,12 @@ def analyse(ladder: Path, catalog_dir: Path | None) -> dict[str, Any]:
         "macs": [float(e["macs"]) for e in levels],
         "host": manifest.get("host"),
         "ladder_versions": manifest.get("versions"),
+        "kernel_fits": {k: f.to_dict() for k, f in kernel_fits.items()},
+        "kernel_set_of_class": dict(KERNEL_SET_OF_CLASS),
+        "calibration_measured_now": bool(measure),
         "host_fits": [f.to_dict() for f in host_fits.values()],
+        "cost_model": table.cost_model,
+        "link_latency": table.link_latency,
         "boards": boards,
         "aggregator": aggregator,
         "versions": {
@@ -113,6 +153,7 @@ def print_report(r: dict[str, Any]) -> None:
     if r["ladder_versions"]:
         print(f"ladder versions: {json.dumps(r['ladder_versions'])}")
     print("this run: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()))
+    print_kernel_fits(r)
     for f in r["host_fits"]:
         r2 = "n/a" if f["r2"] is None else f"{f['r2']:.4f}"
         loo = ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}"
@@ -129,23 +170,57 @@ def print_report(r: dict[str, Any]) -> None:
             print(f"  {row['level']:>6.3g}{row['macs']:>13,.0f}{row['bytes']:>10,.0f}"
                   f"{row['measured_ms']:>11.4f}{row['predicted_ms']:>11.4f}"
                   f"{row['residual_ms']:>10.4f}{row['rel_error']:>8.3f}")
-    print("\npredicted inference ms per level on each catalog board (preferred format; "
-          "'!' = does not fit: a=arena f=flash r=RAM s=storage)")
+    print(f"\npredicted inference ms per level on each catalog board, cost model "
+          f"{r['cost_model']} (preferred format; form: which latency form applied; "
+          "'!' = does not fit: a=arena f=flash r=RAM s=storage; tx: expected link wait)")
     head = "".join(f"{lv:>10.3g}" for lv in r["levels"])
-    print(f"{'board':<18}{'fmt':<9}{'tx ms':>8}{head}")
+    print(f"{'board':<18}{'fmt':<8}{'form':<10}{'tx ms':>8}{head}")
     marks = {"arena": "a", "flash": "f", "ram": "r", "storage": "s"}
     for b in r["boards"]:
         cells = []
         for ms, fits, binding in zip(b["inference_ms"], b["fits"], b["binding"], strict=True):
             mark = "" if fits else "!" + marks[binding]
             cells.append(f"{_ms(ms) + mark:>10}")
-        print(f"{b['board']:<18}{b['format']:<9}{b['transfer_ms']:>8.3f}{''.join(cells)}")
+        print(f"{b['board']:<18}{b['format']:<8}{b['form']:<10}{b['transfer_ms']:>8.3f}"
+              f"{''.join(cells)}")
     agg = r["aggregator"]
     if agg:
         print(f"\naggregator: head {agg['head_macs']:,} MACs (V x D pooling + classifier); ms: "
               + ", ".join(f"{k} {_ms(v)}" for k, v in agg["boards_ms"].items())
               + (f"; a host (host fit {agg['host_fit_format']}) {_ms(agg['host_ms'])}"
                  if agg["host_ms"] is not None else ""))
+
+
+def print_kernel_fits(r: dict[str, Any]) -> None:
+    """Per kernel set: measured ms, and predicted / measured per level for each model form."""
+    fits = r["kernel_fits"]
+    if not fits:
+        print("\nno kernel-set latencies in this ladder (rebuild it, or pass --measure)")
+        return
+    note = " (measured now, --measure)" if r["calibration_measured_now"] else ""
+    print(f"\nlatency model fit per kernel set{note}; ratio = predicted / measured")
+    for k, f in fits.items():
+        forms = list(f["fits"])
+        classes = [c for c, ks in r["kernel_set_of_class"].items() if ks == k]
+        runs = f" (runs on: {', '.join(classes)})" if classes else ""
+        print(f"\nkernel set {k}{runs}: chosen form {f['form']}: {f['reason']}")
+        print(f"  {'level':>6}{'MACs':>13}{'measured ms':>13}"
+              + "".join(f"{name + ' ms':>15}{'ratio':>7}" for name in forms)
+              + f"{'meas x L0':>11}")
+        m0 = f["measured_ms"][0]
+        for j, (lv, meas) in enumerate(zip(f["levels"], f["measured_ms"], strict=True)):
+            cells = ""
+            for name in forms:
+                pred = f["fits"][name]["predicted_ms"][j]
+                cells += f"{pred:>15.4f}{pred / meas:>7.3f}"
+            print(f"  {lv:>6.3g}{r['macs'][j]:>13,.0f}{meas:>13.4f}{cells}{m0 / meas:>11.2f}")
+        for name in forms:
+            ff = f["fits"][name]
+            r2 = "n/a" if ff["r2"] is None else f"{ff['r2']:.4f}"
+            loo = "n/a" if ff["loo_rel_rms"] is None else f"{ff['loo_rel_rms']:.3f}"
+            coefs = ", ".join(f"{c} {v:.3g}" for c, v in ff["coefficients_ms"].items())
+            print(f"  {name}: R² {r2}  max |rel error| {ff['max_rel_error']:.3f}  "
+                  f"LOO rel RMS {loo}  ms per unit: {coefs}")
 
 
 def _ms(x: float) -> str:
@@ -158,9 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--catalog", type=Path, default=None,
                     help="board catalog directory (default: firmware_configs/devices)")
+    ap.add_argument("--measure", action="store_true",
+                    help="time the kernel sets and count per-operator MACs now where the "
+                         "ladder does not record them")
+    ap.add_argument("--cost-model", choices=COST_MODELS, default=None,
+                    help="cost model of the per-board table (default: the ladder's default)")
     args = ap.parse_args(argv)
     try:
-        result = analyse(args.ladder, args.catalog)
+        result = analyse(args.ladder, args.catalog, measure=args.measure,
+                         cost_model=args.cost_model)
     except SlimEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
