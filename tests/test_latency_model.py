@@ -326,3 +326,53 @@ def test_fit_tool_measures_an_older_ladder(tiny_ladder, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["calibration_measured_now"] is True
     assert set(out["kernel_fits"]) == {"xnnpack", "builtin", "reference"}
+
+
+def _reference_csv(path, levels, scale: float, columns: dict[str, list[float]]):
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["level_index", "level", "macs", *columns])
+        for i, e in enumerate(levels):
+            w.writerow([i, e["level"], int(e["macs"] * scale), *(c[i] for c in columns.values())])
+    return path
+
+
+def test_fit_tool_checks_against_emulated_board_counts(tmp_path, capsys):
+    import json
+
+    levels = layered_levels("per-layer")
+    root = tmp_path / "ladder"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({
+        "format": "slimedge-ladder", "format_version": 1, "views": 12, "feature_dim": 128,
+        "pool_mode": "max", "dataset_hash": "d0d0", "model_hash": "beefcafe",
+        "host": {"cpu": "synthetic"}, "levels": levels}))
+    counted = [1e6 + 60 * e["macs"] for e in levels]  # instructions: fixed + per MAC
+    same = _reference_csv(tmp_path / "cortex-m4" / "same.csv", levels, 1.0,
+                          {"instructions_cmsis_nn": counted})
+    other = _reference_csv(tmp_path / "aarch64" / "other.csv", levels, 2.0,
+                           {"instructions_cortex-a72_xnnpack": counted})
+    tool = _tool()
+    assert tool.main([str(root), "--json", "--reference-csv", str(same),
+                      "--reference-csv", str(other)]) == 0
+    checks = json.loads(capsys.readouterr().out)["reference_checks"]
+    assert [c["same_ladder"] for c in checks] == [True, False]
+    col = checks[0]["columns"][0]
+    assert col["cpu"] == "cortex-m4" and col["fit"]["form"] == "mac"
+    assert col["fit"]["fits"]["mac"]["max_rel_error"] < 1e-6  # the counts are MAC-linear
+    assert col["counted_speedup"] == pytest.approx([counted[0] / c for c in counted])
+    assert [b["board"] for b in col["boards"]] == ["nrf52840"]  # the catalog's Cortex-M4
+    assert col["boards"][0]["predicted_speedup"][0] == pytest.approx(1.0)
+    other_col = checks[1]["columns"][0]
+    assert other_col["cpu"] == "cortex-a72" and other_col["boards"] == []
+    assert set(other_col["fit"]["fits"]) == {"mac"}  # no per-operator work for another ladder
+    assert tool.main([str(root), "--reference-csv", str(same)]) == 0
+    text = capsys.readouterr().out
+    assert "the same ladder" in text and "nrf52840 (per-layer)" in text
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert tool.main([str(root), "--reference-csv", str(bad)]) == 2
+    assert "not a reference CSV" in capsys.readouterr().err

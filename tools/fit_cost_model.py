@@ -7,7 +7,12 @@ For each kernel set the ladder timed its int8 branch under (`latency_ms_kernels`
 times them now from the level files, with the per-operator MACs, for a ladder built before
 they were recorded): both model forms, MAC-linear and per-layer
 (`slimedge.devices.calibration`), with predicted / measured per level, R², leave-one-out
-error, and the form the fit-quality rule picks. Then, for every format whose host latency
+error, and the form the fit-quality rule picks. With `--reference-csv` (instructions per
+inference counted on emulated boards, one column `instructions_<cpu>_<kernels>` or, in a folder
+named for the CPU, `instructions_<kernels>`, per kernel set; `level` and `macs` columns): both
+forms fitted to those counts, and, where the ladder is the one counted (same MACs at every
+level), the speed-up over the least-pruned level that the cost model predicts for each catalog
+board with that CPU beside the counted one. Then, for every format whose host latency
 the ladder measured at every level: the fit
 t_host = t0 + MACs/R_host (+ bytes/B_host where that term earns its place), its R², largest
 relative error, leave-one-out errors and a per-level residual table. Then one table per catalog
@@ -20,9 +25,11 @@ hashes, the measuring host, and the versions used here.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,7 @@ import scipy
 
 import slimedge
 from slimedge.devices import load_catalog
-from slimedge.devices.calibration import KERNEL_SET_OF_CLASS, fit_kernel_sets
+from slimedge.devices.calibration import KERNEL_SET_OF_CLASS, fit_kernel_sets, fit_measured
 from slimedge.devices.catalog import FORMATS, devices_dir
 from slimedge.devices.cost import (
     COST_MODELS,
@@ -73,8 +80,49 @@ def measured_formats(levels: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _first_cortex(text: str) -> str | None:
+    match = re.search(r"cortex-[a-z]\d+", text.lower())
+    return match.group(0) if match else None
+
+
+def reference_check(path: Path, levels: list[dict[str, Any]], table: CostTable,
+                    catalog: dict[str, Any]) -> dict[str, Any]:
+    """Fit both forms to emulated-board instruction counts; compare predicted speed-ups."""
+    try:
+        rows = list(csv.DictReader(path.open(newline="")))
+        ref_macs = [float(r["macs"]) for r in rows]
+        ref_levels = [float(r["level"]) for r in rows]
+    except (OSError, KeyError, ValueError) as exc:
+        raise SlimEdgeError(f"{path}: not a reference CSV with level and macs columns "
+                            f"({exc})") from None
+    same = len(rows) == len(levels) and all(
+        abs(a - float(e["macs"])) < 0.5 for a, e in zip(ref_macs, levels, strict=False))
+    # The ladder's per-operator work applies only where it is the ladder that was counted.
+    entries = ([dict(e) for e in levels] if same else
+               [{"level": lv, "macs": m} for lv, m in zip(ref_levels, ref_macs, strict=True)])
+    columns = [c for c in rows[0] if c.startswith("instructions_")] if rows else []
+    out = {"path": str(path), "same_ladder": same, "columns": []}
+    for col in columns:
+        name = col[len("instructions_"):]
+        cpu = _first_cortex(name) or _first_cortex(path.parent.name)
+        counts = [float(r[col]) for r in rows]
+        fit = fit_measured(entries, counts, col).to_dict()
+        boards = []
+        if same and cpu:
+            for i, board_id in enumerate(table.devices):
+                board = catalog[board_id]
+                if board.board_class in ("mcu", "linux") and _first_cortex(board.cpu.core) == cpu:
+                    t = table.inference_ms[i]
+                    boards.append({"board": board_id, "form": table.forms[i],
+                                   "predicted_speedup": (t[0] / t).tolist()})
+        out["columns"].append({"column": col, "cpu": cpu, "fit": fit, "boards": boards,
+                               "counted_speedup": [counts[0] / c for c in counts]})
+    return out
+
+
 def analyse(ladder: Path, catalog_dir: Path | None, *, measure: bool = False,
-            cost_model: str | None = None, repeats: int = 30) -> dict[str, Any]:
+            cost_model: str | None = None, repeats: int = 30,
+            reference_csvs: list[Path] | None = None) -> dict[str, Any]:
     manifest = read_manifest(ladder)
     levels = manifest["levels"]
     if measure:
@@ -121,6 +169,8 @@ def analyse(ladder: Path, catalog_dir: Path | None, *, measure: bool = False,
         "host": manifest.get("host"),
         "ladder_versions": manifest.get("versions"),
         "kernel_fits": {k: f.to_dict() for k, f in kernel_fits.items()},
+        "reference_checks": [reference_check(p, levels, table, catalog)
+                             for p in reference_csvs or []],
         "kernel_set_of_class": dict(KERNEL_SET_OF_CLASS),
         "calibration_measured_now": bool(measure),
         "host_fits": [f.to_dict() for f in host_fits.values()],
@@ -154,6 +204,8 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"ladder versions: {json.dumps(r['ladder_versions'])}")
     print("this run: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()))
     print_kernel_fits(r)
+    for ref in r["reference_checks"]:
+        print_reference_check(ref, r["levels"])
     for f in r["host_fits"]:
         r2 = "n/a" if f["r2"] is None else f"{f['r2']:.4f}"
         loo = ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}"
@@ -223,6 +275,29 @@ def print_kernel_fits(r: dict[str, Any]) -> None:
                   f"LOO rel RMS {loo}  ms per unit: {coefs}")
 
 
+def print_reference_check(ref: dict[str, Any], levels: list[float]) -> None:
+    same = ("the same ladder (MACs equal at every level)" if ref["same_ladder"] else
+            "another ladder (MACs differ): forms fitted on its own MACs, MAC-linear only")
+    print(f"\nemulated-board instruction counts {ref['path']}: {same}")
+    for c in ref["columns"]:
+        f = c["fit"]
+        parts = []
+        for name, ff in f["fits"].items():
+            loo = "n/a" if ff["loo_rel_rms"] is None else f"{ff['loo_rel_rms']:.3f}"
+            parts.append(f"{name} max |rel error| {ff['max_rel_error']:.3f} LOO {loo}")
+        print(f"  {c['column']}: chosen {f['form']}; " + "; ".join(parts))
+        if c["boards"]:
+            print(f"    speed-up over the least-pruned level: counted vs predicted "
+                  f"({c['cpu']} boards)")
+            print("    " + f"{'':<22}" + "".join(f"{lv:>7.3g}" for lv in levels))
+            print("    " + f"{'counted':<22}"
+                  + "".join(f"{x:>7.2f}" for x in c["counted_speedup"]))
+            for b in c["boards"]:
+                label = f"{b['board']} ({b['form']})"
+                print("    " + f"{label:<22}"
+                      + "".join(f"{x:>7.2f}" for x in b["predicted_speedup"]))
+
+
 def _ms(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else "inf"
 
@@ -238,10 +313,13 @@ def main(argv: list[str] | None = None) -> int:
                          "ladder does not record them")
     ap.add_argument("--cost-model", choices=COST_MODELS, default=None,
                     help="cost model of the per-board table (default: the ladder's default)")
+    ap.add_argument("--reference-csv", type=Path, action="append", default=[],
+                    help="instructions per inference counted on an emulated board "
+                         "(repeatable; see the module docstring)")
     args = ap.parse_args(argv)
     try:
         result = analyse(args.ladder, args.catalog, measure=args.measure,
-                         cost_model=args.cost_model)
+                         cost_model=args.cost_model, reference_csvs=args.reference_csv)
     except SlimEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

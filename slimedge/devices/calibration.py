@@ -69,6 +69,7 @@ __all__ = [
     "choose_form",
     "fit_kernel_set",
     "fit_kernel_sets",
+    "fit_measured",
     "has_calibration",
 ]
 
@@ -228,13 +229,24 @@ def fit_kernel_set(levels: Sequence[Mapping[str, Any]], kernel_set: str) -> Kern
                              "levels")
     y = np.array([number(e, i, "latency_ms_kernels", kernel_set, positive=True)
                   for i, e in enumerate(levels)])
+    return fit_measured(levels, y, kernel_set)
+
+
+def fit_measured(levels: Sequence[Mapping[str, Any]], measured: Sequence[float],
+                 label: str) -> KernelFit:
+    """Both forms fitted to any per-level cost of `levels` (ms, or instructions counted on an
+    emulated board), and the rule's choice; `label` names what was measured."""
+    y = np.asarray(measured, float)
+    if y.shape != (len(levels),) or not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise CostModelError(f"{label}: expected one positive figure per level "
+                             f"({len(levels)}), got {list(measured)!r}")
     macs = np.array([number(e, i, "macs", positive=True) for i, e in enumerate(levels)])
     fits = {"mac": _fit_form("mac", ["t0", "macs"], np.c_[np.ones_like(y), macs], y)}
     layer = _layer_columns(levels)
     if layer is not None:
         fits["per-layer"] = _fit_form("per-layer", layer[0], layer[1], y)
     form, reason = choose_form(fits)
-    return KernelFit(kernel_set, tuple(number(e, i, "level") for i, e in enumerate(levels)),
+    return KernelFit(label, tuple(number(e, i, "level") for i, e in enumerate(levels)),
                      tuple(float(v) for v in y), fits, form, reason)
 
 

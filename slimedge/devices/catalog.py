@@ -337,6 +337,10 @@ class Board:
             "link": self.link.medium,
             "link_bandwidth_bit_per_s": self.link.bandwidth_bps,
             "failure_probability": self.failure.probability,
+            "power_active_w": self.power.active_w,
+            "power_idle_w": self.power.idle_w,
+            "radio_energy_per_byte_j": self.link.energy_per_byte_j,
+            "battery_j": self.battery_j,
         }
 
     def describe(self) -> dict[str, Any]:
