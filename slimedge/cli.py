@@ -127,6 +127,13 @@ def _export_parsers(sub: argparse._SubParsersAction) -> None:
              cmd.verify, cmd.add_verify_options)
 
 
+def _push_parser(sub: argparse._SubParsersAction) -> None:
+    from slimedge.fleet import push as cmd
+
+    _command(sub, "push", "carry a signed deployment to running devices as signed "
+             "per-device updates over MQTT", cmd.push, cmd.add_push_options)
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
@@ -152,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_parsers(sub)
     _plan_parser(sub)
     _export_parsers(sub)
+    _push_parser(sub)
     _demo_parser(sub)
     return parser
 

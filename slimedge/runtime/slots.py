@@ -355,6 +355,10 @@ class UpdateSlots:
         self._drop_staging(at_most=info.sequence)
         return info
 
+    def drop(self, sequence: int) -> None:
+        """Forget what was downloaded of update `sequence` (after it was refused)."""
+        shutil.rmtree(self.root / STAGING / str(sequence), ignore_errors=True)
+
     def discard_staged(self) -> None:
         """Forget a staged update (the slot stays as the inactive one until overwritten)."""
         self._staged = None

@@ -1,0 +1,306 @@
+"""`slimedge push --deploy NEW --broker URL [--devices cam01,...] [--json]`: carry a signed
+deployment to the running devices as signed per-device updates over MQTT.
+
+1. Listen briefly to the fleet's heartbeats and the retained offers on the update topics to
+   learn what each device runs and the highest sequence issued (devices refuse anything not
+   above the sequence they run).
+2. Build one update per changed device (its model differs from the one it reports), all with
+   one new fleet sequence (`SequenceCounter` beside the key, raised above what devices report).
+3. Per device: publish the payload's chunks (QoS 1), then the signed offer (retained, QoS 1:
+   a device that connects later gets it and asks for what it misses).
+4. Wait for each device's acknowledgment: `applied`, `refused` (with the reason) or `missing`
+   (byte ranges: resent, so an interrupted transfer resumes). No answer within the timeout
+   is `timed out`.
+
+The summary has `devices` -> {`status`, `reason`, `seconds`}; the command exits non-zero
+when any device did not apply its update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimedge.errors import SlimEdgeError
+from slimedge.fleet.updates import SEQUENCE_FILE, DeviceUpdate, SequenceCounter, build_updates
+from slimedge.runtime import topics
+from slimedge.runtime.update_messages import (
+    APPLIED,
+    MISSING,
+    REFUSED,
+    Ack,
+    Offer,
+    UpdateMessageError,
+    decode,
+    encode_chunk,
+    encode_offer,
+)
+
+TIMED_OUT, UNCHANGED = "timed out", "unchanged"
+DEFAULT_CHUNK_BYTES = 16 * 1024
+WINDOW = 32  # QoS 1 messages in flight per push: a slow link backs up here, not in memory
+
+
+class PushError(SlimEdgeError):
+    """A push that could not be made, or in which a device did not apply its update."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+        self.exit_code = 1 if summary is not None else 2
+
+
+@dataclass
+class DeviceState:
+    """What push learned of one device before publishing."""
+
+    model_hash: str | None = None  # from its heartbeat
+    sequence: int = 0  # running (heartbeat) or offered (retained offer)
+
+
+@dataclass
+class Outcome:
+    status: str = TIMED_OUT
+    reason: str | None = None
+    message: str = ""
+    seconds: float | None = None
+    device_seconds: float | None = None
+    resent_chunks: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "message": self.message,
+                "seconds": self.seconds, "device_seconds": self.device_seconds,
+                "resent_chunks": self.resent_chunks}
+
+
+def add_push_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deploy", required=True, metavar="DIR",
+                   help="the signed deployment to push (its devices' artifacts)")
+    p.add_argument("--broker", required=True, metavar="URL",
+                   help="mqtt://[user:pass@]host:port (mqtts:// for TLS)")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="comma-separated device ids (default: every device of the deployment)")
+    p.add_argument("--key", default=None, metavar="PRIVATE_PEM",
+                   help="Ed25519 private key that signed the deployment (default: "
+                   "<deploy>/../keys/private_key.pem)")
+    p.add_argument("--fleet", default=None, metavar="NAME",
+                   help="fleet name in the topics (default: from the deployment id)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="seconds to wait for every device's acknowledgment")
+    p.add_argument("--listen", type=float, default=3.0, metavar="S",
+                   help="seconds to listen for heartbeats before deciding what changed")
+    p.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, metavar="N",
+                   help="payload bytes per chunk message (small for a slow link)")
+    p.add_argument("--expires", type=float, default=7 * 24 * 3600, metavar="S",
+                   help="seconds the signed updates stay valid")
+    p.add_argument("--rollback", action="store_true",
+                   help="sign the updates as a rollback order (allowed to go back to an "
+                   "older deployment)")
+    p.add_argument("--all", dest="push_all", action="store_true",
+                   help="push to every listed device, even one that runs this model already")
+
+
+def push(args: argparse.Namespace) -> dict[str, Any]:
+    """The handler of `slimedge push`: prints the per-device table (or, with --json, returns
+    the summary for the CLI to print); PushError with the summary when a device did not
+    apply (the CLI exits 1)."""
+    summary = run_push(
+        Path(args.deploy), args.broker, devices=_device_list(args.devices), key=args.key,
+        fleet=args.fleet, timeout=args.timeout, listen=args.listen,
+        chunk_bytes=args.chunk_bytes, expires=args.expires, rollback=args.rollback,
+        push_all=args.push_all)
+    if not args.json:
+        print(format_table(summary))
+    failed = [d for d, o in summary["devices"].items() if o["status"] not in (APPLIED, UNCHANGED)]
+    if failed:
+        raise PushError(f"{len(failed)} of {len(summary['devices'])} device(s) did not apply "
+                        f"sequence {summary['sequence']}: {', '.join(failed)}", summary)
+    return summary if args.json else {}
+
+
+def _device_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise PushError(f"--devices {text!r}: no device id given")
+    return names
+
+
+def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
+             key: str | Path | None = None, fleet: str | None = None, timeout: float = 120.0,
+             listen: float = 3.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+             expires: float = 7 * 24 * 3600, rollback: bool = False,
+             push_all: bool = False) -> dict[str, Any]:
+    from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
+    from slimedge.export.signing import PRIVATE_KEY_NAME
+    from slimedge.runtime.aggregator_deployment import fleet_name
+    from slimedge.runtime.mqtt import MqttClient
+
+    if chunk_bytes < 1:
+        raise PushError(f"--chunk-bytes must be >= 1, got {chunk_bytes}")
+    key_path = Path(key) if key else deploy.resolve().parent / "keys" / PRIVATE_KEY_NAME
+    try:
+        manifest = DeploymentManifest.from_json((deploy / MANIFEST_NAME).read_bytes(),
+                                                source=str(deploy / MANIFEST_NAME))
+    except OSError as exc:
+        raise PushError(f"{deploy / MANIFEST_NAME}: cannot read ({exc.strerror})") from None
+    fleet = fleet or fleet_name(manifest.deployment_id, manifest.created)
+    names = devices or [d.device for d in manifest.devices]
+    unknown = [n for n in names if n not in {d.device for d in manifest.devices}]
+    if unknown:
+        raise PushError(f"--devices: {', '.join(unknown)} not in deployment "
+                        f"{manifest.deployment_id}")
+
+    client = MqttClient(broker, name="slimedge-push", inbound_max=100_000,
+                        subscriptions=[(topics.ack_all(fleet), 1),
+                                       (topics.heartbeat_all(fleet), 0)]
+                        + [(topics.update(fleet, n), 1) for n in names])
+    client.start()
+    try:
+        states = _listen(client, fleet, names, listen)
+        changed = [n for n in names if push_all or not _runs(states[n], manifest.device(n))]
+        counter = SequenceCounter(key_path.parent / SEQUENCE_FILE)
+        seen = max([s.sequence for s in states.values()] + [0])
+        outcomes: dict[str, Outcome] = {n: Outcome(UNCHANGED) for n in names if n not in changed}
+        sequence = None
+        if changed:
+            sequence = counter.next(at_least=seen)
+            updates = build_updates(deploy, key_path, sequence=sequence, devices=changed,
+                                    expires_in_s=expires, rollback=rollback)
+            outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout))
+    finally:
+        client.stop()
+    return {
+        "deployment_id": manifest.deployment_id, "fleet": fleet, "sequence": sequence,
+        "broker": broker, "chunk_bytes": chunk_bytes,
+        "devices": {n: outcomes[n].to_dict() for n in names},
+    }
+
+
+def _runs(state: DeviceState, entry: Any) -> bool:
+    """Does the device say (in its heartbeat) that it runs this entry's model? A device that
+    did not speak gets the update: it waits, retained, until the device connects."""
+    h = state.model_hash
+    return bool(h) and len(h) >= 16 and entry.sha256.startswith(h)
+
+
+def _listen(client: Any, fleet: str, names: list[str], seconds: float) -> dict[str, DeviceState]:
+    """Heartbeats and retained offers for up to `seconds` (less once every device spoke)."""
+    states = {n: DeviceState() for n in names}
+    heard: set[str] = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(heard) < len(names):
+        msg = client.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+        if msg is None:
+            continue
+        try:
+            _, device, kind = topics.device_of(msg.topic)
+        except topics.TopicError:
+            continue
+        if device not in states:
+            continue
+        st = states[device]
+        if kind == "heartbeat":
+            try:
+                hb = json.loads(msg.payload)
+                st.model_hash = str(hb.get("model_hash") or "") or None
+                st.sequence = max(st.sequence, int(hb.get("update_sequence") or 0))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            heard.add(device)
+        elif kind == "update" and msg.payload:
+            try:
+                offer = decode(msg.payload)
+            except UpdateMessageError:
+                continue
+            if isinstance(offer, Offer):
+                st.sequence = max(st.sequence, offer.sequence)
+    return states
+
+
+def _publish(client: Any, topic: str, payload: bytes, retain: bool = False) -> None:
+    while client.pending >= WINDOW:
+        time.sleep(0.002)
+    if not client.publish(topic, payload, qos=1, retain=retain):
+        raise PushError(f"{topic}: the MQTT client dropped a message (queue full)")
+
+
+def _send_chunks(client: Any, topic: str, up: DeviceUpdate, chunk_bytes: int,
+                 ranges: list[list[int]] | None = None) -> int:
+    sent = 0
+    for c in up.chunks(chunk_bytes):
+        if ranges is not None and not any(c.offset < a + n and a < c.offset + len(c.data)
+                                          for a, n in ranges):
+            continue
+        _publish(client, topic, encode_chunk(c))
+        sent += 1
+    return sent
+
+
+def _deliver(client: Any, fleet: str, updates: list[DeviceUpdate], chunk_bytes: int,
+             timeout: float) -> dict[str, Outcome]:
+    outcomes = {u.device: Outcome() for u in updates}
+    by_device = {u.device: u for u in updates}
+    for up in updates:  # chunks first, then the retained offer that tells what they are
+        topic = topics.update(fleet, up.device)
+        outcomes[up.device].started = time.monotonic()
+        _send_chunks(client, topic, up, chunk_bytes)
+        _publish(client, topic, encode_offer(up.offer(chunk_bytes)), retain=True)
+    waiting = set(by_device)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        msg = client.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        if msg is None:
+            continue
+        try:
+            _, device, kind = topics.device_of(msg.topic)
+        except topics.TopicError:
+            continue
+        if kind != "ack" or device not in waiting:
+            continue
+        try:
+            ack = Ack.from_bytes(msg.payload)
+        except UpdateMessageError:
+            continue
+        up, out = by_device[device], outcomes[device]
+        if ack.sequence != up.manifest.sequence:
+            continue
+        if ack.status == MISSING:  # resume: send only what the device lacks
+            out.resent_chunks += _send_chunks(client, topics.update(fleet, device), up,
+                                              chunk_bytes, ack.missing)
+            continue
+        out.status, out.reason, out.message = ack.status, ack.reason, ack.message
+        out.seconds = round(time.monotonic() - out.started, 4)
+        out.device_seconds = ack.seconds
+        waiting.discard(device)
+    for device in waiting:
+        outcomes[device].message = f"no acknowledgment within {timeout:g} s"
+    return outcomes
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The per-device table `slimedge push` prints."""
+    rows = [("device", "status", "seconds", "reason")]
+    for device, o in summary["devices"].items():
+        secs = "" if o["seconds"] is None else f"{o['seconds']:.2f}"
+        why = o["reason"] or ""
+        if o["message"] and o["status"] not in (APPLIED, UNCHANGED):
+            why = f"{why}: {o['message']}" if why else o["message"]
+        rows.append((device, o["status"], secs, why))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"push of {summary['deployment_id']} to fleet {summary['fleet']}, sequence "
+             f"{summary['sequence']}"]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True))
+                     + "  " + r[3])
+    return "\n".join(lines)
+
+
+__all__ = ["APPLIED", "REFUSED", "TIMED_OUT", "UNCHANGED", "PushError", "add_push_options",
+           "format_table", "push", "run_push"]

@@ -1,0 +1,133 @@
+"""The device's side of a push: messages from its update topic in, acknowledgments out.
+
+    receiver = UpdateReceiver(slots)          # slots = UpdateSlots(...); slots.recover()
+    # update thread (never the MQTT network thread: staging hashes and self-tests the model):
+    for ack in receiver.handle(payload):      # each message of slimedge/<fleet>/<dev>/update
+        publish(topics.ack(fleet, dev), ack.to_bytes(), qos=1)
+    # frame loop, between two frames:
+    if receiver.ready():
+        ack, model_path = receiver.commit()   # swap; load model_path for the next frame
+        publish(topics.ack(fleet, dev), ack.to_bytes(), qos=1)
+
+The host publishes an update's chunks, then its signed offer (retained). When the offer finds
+every byte already received, the update is staged and verified at once; otherwise the device
+acknowledges `missing` with the byte ranges it lacks and stages when the last one arrives.
+A refusal is acknowledged with its reason; the served model is never touched by one. A
+message that cannot be decoded is counted and dropped, never raised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from slimedge.runtime.slots import UpdateSlots
+from slimedge.runtime.update import UpdateError, UpdateRefusedError
+from slimedge.runtime.update_messages import (
+    APPLIED,
+    MISSING,
+    REFUSED,
+    Ack,
+    Chunk,
+    UpdateMessageError,
+    decode,
+)
+
+
+class UpdateReceiver:
+    def __init__(self, slots: UpdateSlots, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.slots = slots
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._started: dict[int, float] = {}  # sequence -> when its first message arrived
+        self._ready: int | None = None
+        self._answered: set[int] = set()  # sequences refused: later chunks stay quiet
+        self.counts = {"messages": 0, "malformed": 0, "ignored_chunks": 0, "refused": 0,
+                       "applied": 0}
+
+    @property
+    def device(self) -> str:
+        return self.slots.trust.device
+
+    def _ack(self, sequence: int, status: str, reason: str | None = None, message: str = "",
+             missing: list[list[int]] | None = None, seconds: float | None = None) -> Ack:
+        _, info = self.slots.current()
+        return Ack(self.device, sequence, status, reason, message, missing or [], seconds,
+                   info.sequence, info.model_sha256)
+
+    def handle(self, payload: bytes) -> list[Ack]:
+        """Process one update-topic message; the acknowledgments to publish (often none)."""
+        with self._lock:
+            self.counts["messages"] += 1
+            try:
+                msg = decode(payload)
+            except UpdateMessageError:
+                self.counts["malformed"] += 1
+                return []
+            self._started.setdefault(msg.sequence, self.clock())
+            try:
+                if isinstance(msg, Chunk):
+                    return self._chunk(msg)
+                return self._offer(msg.sequence, msg.manifest, msg.signature)
+            except UpdateRefusedError as exc:
+                return [self._refuse(msg.sequence, exc.reason, exc.detail)]
+            except (UpdateError, OSError) as exc:  # a disk problem: refuse, keep serving
+                return [self._refuse(msg.sequence, "device-error", str(exc))]
+
+    def _refuse(self, sequence: int, reason: str, detail: str) -> Ack:
+        self.counts["refused"] += 1
+        self._answered.add(sequence)
+        if sequence > self.slots.current()[1].sequence:
+            self.slots.drop(sequence)
+        return self._ack(sequence, REFUSED, reason, detail)
+
+    def _offer(self, sequence: int, manifest: bytes, signature: bytes) -> list[Ack]:
+        if self.slots.offer(manifest, signature) is None:
+            return [self._ack(sequence, APPLIED, message="already running")]
+        if self._ready == sequence:
+            return []  # staged, waiting for the frame loop to commit
+        self._answered.discard(sequence)
+        gaps = self.slots.missing(sequence)
+        if gaps:
+            return [self._ack(sequence, MISSING, missing=gaps)]
+        return self._stage(sequence)
+
+    def _chunk(self, c: Chunk) -> list[Ack]:
+        if c.sequence in self._answered:  # refused already: its chunks are not kept
+            self.counts["ignored_chunks"] += 1
+            return []
+        kept = self.slots.receive_chunk(c.sequence, c.offset, c.data, total=c.total,
+                                        payload_id=c.payload_id)
+        if not kept:
+            self.counts["ignored_chunks"] += 1
+            return []
+        if (self._ready == c.sequence or self.slots.offered(c.sequence) is None
+                or self.slots.missing(c.sequence)):
+            return []
+        return self._stage(c.sequence)
+
+    def _stage(self, sequence: int) -> list[Ack]:
+        self.slots.stage_and_verify(sequence)
+        self._ready = sequence
+        return []
+
+    def ready(self) -> bool:
+        """True when a verified update waits for `commit()` (between two frames)."""
+        with self._lock:
+            return self._ready is not None
+
+    def commit(self) -> tuple[Ack, Path]:
+        """Serve the staged update: (the `applied` acknowledgment, the model path to load)."""
+        with self._lock:
+            if self._ready is None:
+                raise UpdateError("commit: no verified update is waiting")
+            sequence, self._ready = self._ready, None
+            self.slots.commit()
+            self.counts["applied"] += 1
+            started = self._started.pop(sequence, None)
+            seconds = None if started is None else round(self.clock() - started, 4)
+            path, _ = self.slots.current()
+            return self._ack(sequence, APPLIED, seconds=seconds), path
