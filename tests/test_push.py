@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BOARDS = {MCU_DEVICE: "esp32s3", PI_DEVICE: "rpi4b"}
 FLEET = "pushfleet"
 
-# One device: its update topic in, acks and heartbeats out, the model swapped between two
-# "frames" of its loop; the device side only (TensorFlow blocked).
+# One device as the agent wires updates (UpdateLink on its MQTT link: update topic in, acks
+# out), heartbeats out, the model swapped between two "frames" of its loop; the device side
+# only (TensorFlow blocked).
 DEVICE = r"""
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -39,30 +40,28 @@ from slimedge.runtime.mqtt import MqttClient
 from slimedge.runtime.selftest import self_test
 from slimedge.runtime.slots import UpdateSlots
 from slimedge.runtime.update import load_trust
-from slimedge.runtime.update_receiver import UpdateReceiver
+from slimedge.runtime.update_receiver import UpdateLink, UpdateReceiver
 
 url, fleet, dev, board, state, public, stop = sys.argv[2:9]
 slots = UpdateSlots(state, load_trust(dev, board, public), self_test=self_test)
 slots.recover()
 rx = UpdateReceiver(slots)
 runner = BranchRunner(slots.current()[0])
-client = MqttClient(url, name=dev, subscriptions=[(topics.update(fleet, dev), 1)]).start()
+client = MqttClient(url, name=dev).start()
+link = UpdateLink(client, fleet, rx).start()
 last = 0.0
 while not os.path.exists(stop):
-    m = client.get(0.05)
-    if m is not None:
-        for ack in rx.handle(m.payload):
-            client.publish(topics.ack(fleet, dev), ack.to_bytes(), qos=1)
-    if rx.ready():  # between two frames
-        ack, path = rx.commit()
-        runner = BranchRunner(path)
-        client.publish(topics.ack(fleet, dev), ack.to_bytes(), qos=1)
+    time.sleep(0.05)  # one "frame"
+    swapped = link.swap_if_ready()  # between two frames
+    if swapped is not None:
+        runner = BranchRunner(swapped[0])
     if time.monotonic() - last > 0.3:
         info = slots.current()[1]
         client.publish(topics.heartbeat(fleet, dev), json.dumps(
             {"device": dev, "model_hash": info.model_sha256,
-             "update_sequence": info.sequence}))
+             "update_sequence": link.sequence}))
         last = time.monotonic()
+link.stop()
 client.stop()
 print("counts", json.dumps(rx.counts), flush=True)
 """

@@ -139,7 +139,6 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
              push_all: bool = False) -> dict[str, Any]:
     from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
     from slimedge.export.signing import PRIVATE_KEY_NAME
-    from slimedge.runtime.aggregator_deployment import fleet_name
     from slimedge.runtime.mqtt import MqttClient
 
     if chunk_bytes < 1:
@@ -150,7 +149,7 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
                                                 source=str(deploy / MANIFEST_NAME))
     except OSError as exc:
         raise PushError(f"{deploy / MANIFEST_NAME}: cannot read ({exc.strerror})") from None
-    fleet = fleet or fleet_name(manifest.deployment_id, manifest.created)
+    fleet = fleet or topics.fleet_name(manifest.deployment_id, manifest.created)
     names = devices or [d.device for d in manifest.devices]
     unknown = [n for n in names if n not in {d.device for d in manifest.devices}]
     if unknown:

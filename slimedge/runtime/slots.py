@@ -178,6 +178,14 @@ class UpdateSlots:
         self._current = info
         return info
 
+    def open(self, deploy_dir: str | os.PathLike[str], manifest: Any,
+             device: str) -> SlotInfo:
+        """At agent start: `recover()` when this state was provisioned before (what it serves
+        may be newer than `deploy_dir`, from updates), else `provision_deployment`."""
+        if (self.root / POINTER).exists() or any((self.root / s).is_dir() for s in SLOTS):
+            return self.recover()
+        return self.provision_deployment(deploy_dir, manifest, device)
+
     def provision_deployment(self, deploy_dir: str | os.PathLike[str], manifest: Any,
                              device: str) -> SlotInfo:
         """`provision` from a deployment folder the caller has verified (`manifest`: its

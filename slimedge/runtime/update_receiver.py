@@ -1,4 +1,5 @@
 """The device's side of a push: messages from its update topic in, acknowledgments out.
+`UpdateLink` wires it to an agent's MQTT link (subscription, update thread, acks); the parts:
 
     receiver = UpdateReceiver(slots)          # slots = UpdateSlots(...); slots.recover()
     # update thread (never the MQTT network thread: staging hashes and self-tests the model):
@@ -22,8 +23,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from slimedge.runtime.slots import UpdateSlots
+from slimedge.runtime.slots import SlotInfo, UpdateSlots
 from slimedge.runtime.update import UpdateError, UpdateRefusedError
 from slimedge.runtime.update_messages import (
     APPLIED,
@@ -115,9 +117,9 @@ class UpdateReceiver:
         return []
 
     def ready(self) -> bool:
-        """True when a verified update waits for `commit()` (between two frames)."""
-        with self._lock:
-            return self._ready is not None
+        """True when a verified update waits for `commit()` (between two frames). Reads one
+        attribute without the lock, so a frame loop never waits on a staging in progress."""
+        return self._ready is not None
 
     def commit(self) -> tuple[Ack, Path]:
         """Serve the staged update: (the `applied` acknowledgment, the model path to load)."""
@@ -131,3 +133,58 @@ class UpdateReceiver:
             seconds = None if started is None else round(self.clock() - started, 4)
             path, _ = self.slots.current()
             return self._ack(sequence, APPLIED, seconds=seconds), path
+
+
+class UpdateLink:
+    """Updates on an agent's MQTT link: subscribes to the device's update topic, handles its
+    messages on a thread of its own (staging hashes and self-tests; frames go on meanwhile)
+    and publishes the acknowledgments. The frame loop calls `swap_if_ready()` between two
+    frames and loads the returned model.
+
+    The link must deliver nothing but this device's update topic to `client.get()` (the agent
+    subscribes to nothing else), so this thread is the only reader of the inbound queue.
+    """
+
+    def __init__(self, client: Any, fleet: str, receiver: UpdateReceiver) -> None:
+        from slimedge.runtime import topics
+
+        self.client, self.receiver = client, receiver
+        device = receiver.device
+        self.topic_update = topics.update(fleet, device)
+        self.topic_ack = topics.ack(fleet, device)
+        client.subscribe(self.topic_update, 1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="updates", daemon=True)
+
+    def start(self) -> UpdateLink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+    def _publish(self, ack: Ack) -> None:
+        self.client.publish(self.topic_ack, ack.to_bytes(), qos=1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.client.get(timeout=0.1)
+            if msg is None or msg.topic != self.topic_update:
+                continue
+            for ack in self.receiver.handle(msg.payload):
+                self._publish(ack)
+
+    def swap_if_ready(self) -> tuple[Path, SlotInfo] | None:
+        """Between two frames: serve a verified update if one waits; (model path, slot info)
+        of the model to load now, else None."""
+        if not self.receiver.ready():
+            return None
+        ack, path = self.receiver.commit()
+        self._publish(ack)
+        return path, self.receiver.slots.current()[1]
+
+    @property
+    def sequence(self) -> int:
+        """The update sequence served (heartbeats carry it)."""
+        return self.receiver.slots.current()[1].sequence

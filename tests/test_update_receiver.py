@@ -1,0 +1,82 @@
+"""The device's message side of an update (UpdateReceiver): wire messages in, acknowledgments
+out; bad messages counted, never raised; refusals answered with their reason."""
+
+from __future__ import annotations
+
+from slimedge.fleet.updates import resign
+from slimedge.runtime import update as upd
+from slimedge.runtime import update_messages as wire
+from slimedge.runtime.slots import UpdateSlots
+from slimedge.runtime.update_receiver import UpdateReceiver
+from tests.test_update import NOW, make_slots, old_sha, update_for, world  # noqa: F401
+from tests.update_fixtures import PI_DEVICE
+
+
+def test_offer_first_asks_for_missing_bytes_then_applies(world, tmp_path):  # noqa: F811
+    slots = make_slots(world, tmp_path)
+    ticks = iter(range(100))
+    rx = UpdateReceiver(slots, clock=lambda: float(next(ticks)))
+    up = update_for(world, PI_DEVICE, 5)
+    acks = rx.handle(wire.encode_offer(up.offer(800)))
+    assert [a.status for a in acks] == [wire.MISSING]
+    assert acks[0].missing == [[0, up.manifest.bytes]] and acks[0].running_sequence == 0
+    for c in up.chunks(800):
+        assert rx.handle(wire.encode_chunk(c)) == []
+    assert rx.ready()
+    ack, path = rx.commit()
+    assert (ack.status, ack.sequence, ack.running_sequence) == (wire.APPLIED, 5, 5)
+    assert ack.model_hash == up.manifest.model_sha256 and ack.seconds > 0
+    assert path.name == "cam01.tflite" and not rx.ready()
+    # The retained offer delivered again (a reconnect): applied, nothing redone.
+    again = rx.handle(wire.encode_offer(up.offer(800)))
+    assert [(a.status, a.message) for a in again] == [(wire.APPLIED, "already running")]
+
+
+def test_bad_messages_are_counted_not_raised(world, tmp_path):  # noqa: F811
+    rx = UpdateReceiver(make_slots(world, tmp_path))
+    for junk in (b"", b"SEUP", b"\x00" * 100, b"SEUP" + bytes(60)):
+        assert rx.handle(junk) == []
+    assert rx.counts["malformed"] == 4 and rx.counts["messages"] == 4
+
+
+def test_refusal_is_acknowledged_and_its_chunks_dropped(world, tmp_path):  # noqa: F811
+    slots = make_slots(world, tmp_path)
+    rx = UpdateReceiver(slots)
+    bad = resign(update_for(world, PI_DEVICE, 5), world["key"], board="rpi5")
+    chunks = bad.chunks(900)
+    rx.handle(wire.encode_chunk(chunks[0]))
+    acks = rx.handle(wire.encode_offer(bad.offer(900)))
+    assert [(a.status, a.reason) for a in acks] == [(wire.REFUSED, upd.WRONG_BOARD)]
+    assert "rpi5" in acks[0].message and acks[0].model_hash == old_sha(world, PI_DEVICE)
+    assert not (slots.root / "staging" / "5").exists()
+    assert rx.handle(wire.encode_chunk(chunks[1])) == []
+    assert rx.counts["ignored_chunks"] == 1 and not (slots.root / "staging" / "5").exists()
+
+
+def test_failed_self_test_is_acknowledged_with_the_reason(world, tmp_path):  # noqa: F811
+    slots = make_slots(world, tmp_path)
+    rx = UpdateReceiver(slots)
+    up = update_for(world, PI_DEVICE, 5)
+    bad = resign(up, world["key"], output=upd.TensorSpec((1, 8), "float32"))
+    for c in bad.chunks(4096):
+        rx.handle(wire.encode_chunk(c))
+    acks = rx.handle(wire.encode_offer(bad.offer(4096)))
+    assert [(a.status, a.reason) for a in acks] == [(wire.REFUSED, upd.SELF_TEST)]
+    assert "float32" in acks[0].message and not rx.ready()
+    assert slots.current()[1].sequence == 0
+
+
+def test_open_provisions_once_then_recovers(world, tmp_path):  # noqa: F811
+    from slimedge.export.manifest import DeploymentManifest
+
+    slots = make_slots(world, tmp_path)
+    up = update_for(world, PI_DEVICE, 5)
+    rx = UpdateReceiver(slots)
+    for c in up.chunks(4096):
+        rx.handle(wire.encode_chunk(c))
+    rx.handle(wire.encode_offer(up.offer(4096)))
+    rx.commit()
+    restarted = UpdateSlots(slots.root, slots.trust)
+    old = DeploymentManifest.from_json((world["old"] / "manifest.json").read_bytes())
+    info = restarted.open(world["old"], old, PI_DEVICE)  # the updated model, not --deploy's
+    assert (info.sequence, info.model_sha256) == (5, up.manifest.model_sha256)
