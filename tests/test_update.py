@@ -366,3 +366,17 @@ def test_recover_without_a_valid_slot_is_an_error(world, tmp_path):
     (slots.root / "a" / "cam01.tflite").write_bytes(b"damaged")
     with pytest.raises(upd.UpdateError, match="no slot holds a valid model"):
         UpdateSlots(slots.root, slots.trust).recover()
+
+
+def test_unsigned_chunks_cannot_fill_the_disk(world, tmp_path):
+    slots = make_slots(world, tmp_path)
+    for seq in (100, 101, 102, 50):  # chunks of updates never offered
+        slots.receive_chunk(seq, 0, b"junk" * 100, total=400)
+    staged = sorted(p.name for p in (slots.root / "staging").iterdir())
+    assert staged == ["101", "102"]  # only the two highest are kept
+    up = update_for(world, PI_DEVICE, 103)
+    slots.receive_chunk(103, 0, b"x" * (up.manifest.bytes + 10), total=up.manifest.bytes + 10)
+    slots.offer(up.manifest_bytes, up.signature)  # the too-long early chunk is dropped
+    assert slots.missing(103) == [[0, up.manifest.bytes]]
+    apply(slots, up)
+    assert serving(slots) == (up.manifest.model_sha256, 103)

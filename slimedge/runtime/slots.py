@@ -57,6 +57,7 @@ STAGING = "staging"
 OFFER_FILE = "offer.bin"
 TMP_PREFIX = ".tmp-"
 MAX_PAYLOAD_BYTES = 256 << 20  # refuses chunks that claim more: a device's disk is small
+MAX_UNOFFERED = 2  # sequences whose chunks are kept before their signed offer arrived
 _IO = 1 << 16
 
 
@@ -247,6 +248,9 @@ class UpdateSlots:
         blob = len(manifest_bytes).to_bytes(4, "little") + manifest_bytes + signature
         if not offer.exists() or offer.read_bytes() != blob:
             _write_durable(offer, blob)
+        for off, n in self._chunk_ranges(m.sequence):  # kept before the offer, but too long
+            if off + n > m.bytes:
+                (folder / "chunks" / f"{off:012d}-{n:09d}").unlink()
         self._drop_staging(below=m.sequence)
         return m
 
@@ -276,6 +280,8 @@ class UpdateSlots:
             m = stored[0]
             if total != m.bytes or (payload_id and payload_id != bytes.fromhex(m.sha256)[:8]):
                 return False
+        if stored is None and not self._limit_unoffered(sequence):
+            return False
         chunks = self._staging(sequence) / "chunks"
         chunks.mkdir(exist_ok=True)
         name = chunks / f"{offset:012d}-{len(data):09d}"
@@ -436,6 +442,20 @@ class UpdateSlots:
         for p in staging.iterdir():
             if not p.name.isdigit() or limit is None or int(p.name) <= limit:
                 shutil.rmtree(p, ignore_errors=True)
+
+    def _limit_unoffered(self, sequence: int) -> bool:
+        """Chunks that came without an offer are unauthenticated: keep those of at most
+        MAX_UNOFFERED sequences (the highest), so junk cannot fill the disk. A legitimate
+        update whose early chunks were dropped asks for them again after its offer."""
+        staging = self.root / STAGING
+        if not staging.is_dir():
+            return True
+        unoffered = {int(p.name) for p in staging.iterdir()
+                     if p.name.isdigit() and not (p / OFFER_FILE).exists()} | {sequence}
+        dropped = sorted(unoffered)[:-MAX_UNOFFERED]
+        for seq in dropped:
+            shutil.rmtree(staging / str(seq), ignore_errors=True)
+        return sequence not in dropped
 
     def _chunk_ranges(self, sequence: int) -> list[tuple[int, int]]:
         folder = self.root / STAGING / str(sequence) / "chunks"
