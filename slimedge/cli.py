@@ -134,6 +134,14 @@ def _push_parser(sub: argparse._SubParsersAction) -> None:
              "per-device updates over MQTT", cmd.push, cmd.add_push_options)
 
 
+def _aggregator_parsers(sub: argparse._SubParsersAction) -> None:
+    from slimedge.runtime import aggregator_service as agg
+
+    asub = _group(sub, "aggregator", "the fleet's aggregator service")
+    _command(asub, "run", "align, pool and classify a fleet's features over MQTT, with failure "
+             "detection, a results database and metrics", agg.run, agg.add_run_options)
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
@@ -159,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_parsers(sub)
     _plan_parser(sub)
     _export_parsers(sub)
+    _aggregator_parsers(sub)
     _push_parser(sub)
     _demo_parser(sub)
     return parser

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deployment_fixtures import tiny_deployment  # noqa: F401 (a planned, signed deployment)
 from fleet_fixtures import mosquitto_broker, mqtt_broker  # noqa: F401 (real MQTT brokers)
 
 TINY_CLASSES = ("chair", "table", "cup", "monitor")

@@ -1,0 +1,157 @@
+"""What the aggregator reads from a deployment: who sends which view, what a valid feature
+message from each device looks like, the pooling rule per live set, the head, the deadline.
+
+The deployment is verified first (signature, manifest, every file's SHA-256; models are not
+loaded here), with the provisioned public key when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimedge.errors import SlimEdgeError
+from slimedge.runtime.live_weights import LiveSetPooling, PoolingError
+
+__all__ = ["AggregatorDeployment", "DeploymentError", "DeviceSpec", "fleet_name",
+           "load_aggregator_deployment"]
+
+AGGREGATOR_DIR = "aggregator"
+INT8_FORMAT = "int8"  # the one artifact format whose features leave the device as int8
+
+
+class DeploymentError(SlimEdgeError):
+    """A deployment the aggregator cannot serve; names the file and field."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One device as the aggregator checks its messages."""
+
+    device: str
+    views: tuple[int, ...]  # the views whose features the aggregator pools from this device
+    level: float
+    model_hash: str  # sha256 hex of its artifact
+    dtype: np.dtype  # int8 or float32 features
+    predicted_latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class AggregatorDeployment:
+    root: Path
+    manifest: Any  # slimedge.export.manifest.DeploymentManifest
+    deployment_id: str
+    fleet: str
+    views: int
+    feature_dim: int
+    n_classes: int
+    class_names: tuple[str, ...]
+    devices: dict[str, DeviceSpec]
+    view_device: tuple[str | None, ...]  # per view, the device whose features are pooled
+    pooling: LiveSetPooling
+    head_path: Path
+    predicted_latency_ms: float  # the plan's system latency: slowest device, infer + send
+    head: dict[str, Any]  # aggregator/head.json as read
+    contingency: dict[str, Any] | None
+
+    def model_hashes(self) -> dict[str, str]:
+        return {d: s.model_hash for d, s in self.devices.items()}
+
+    def max_message_bytes(self) -> int:
+        """The largest feature message a device of this deployment can send (version 2, the
+        longest ids the format allows, float32 features): anything larger is refused unread."""
+        from slimedge.wire import feature_message_bytes
+
+        return feature_message_bytes(self.feature_dim, "d" * 255, "float32",
+                                     deployment_id="d" * 255, model_hash="0" * 64)
+
+
+def fleet_name(deployment_id: str, created: str) -> str:
+    """The fleet's name in topics: the deployment id without the `-<created digits>` suffix
+    that `slimedge export` appends (`mixed12-20250101120000` -> `mixed12`)."""
+    stamp = re.sub(r"[^0-9]", "", created)
+    suffix = f"-{stamp}"
+    if stamp and deployment_id.endswith(suffix) and len(deployment_id) > len(suffix):
+        return deployment_id[: -len(suffix)]
+    return deployment_id
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise DeploymentError(f"{path}: cannot read ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise DeploymentError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise DeploymentError(f"{path}: expected a JSON object")
+    return doc
+
+
+def _head_field(head: dict[str, Any], name: str, path: Path) -> Any:
+    if name not in head:
+        raise DeploymentError(f"{path}: field '{name}' missing")
+    return head[name]
+
+
+def load_aggregator_deployment(deploy_dir: str | os.PathLike,
+                               public_key: str | os.PathLike | None = None
+                               ) -> AggregatorDeployment:
+    from slimedge.export.verify import verify_deployment
+
+    root = Path(deploy_dir)
+    report = verify_deployment(root, public_key, load_artifacts=False)
+    if not report.ok:
+        raise DeploymentError(f"{root}: deployment does not verify: "
+                              + "; ".join(report.failures[:5]))
+    m = report.manifest
+    head_path = root / AGGREGATOR_DIR / "head.json"
+    head = _read_json(head_path)
+    views = int(_head_field(head, "views", head_path))
+    dim = int(_head_field(head, "feature_dim", head_path))
+    n_classes = int(_head_field(head, "n_classes", head_path))
+    view_device = list(_head_field(head, "view_device", head_path))
+    if len(view_device) != views:
+        raise DeploymentError(f"{head_path}: field 'view_device': {len(view_device)} entries "
+                              f"for {views} views")
+    contingency = None
+    if head.get("contingency"):
+        contingency = _read_json(root / head["contingency"])
+    full_acc = (head.get("export_checks", {}).get("system_agreement", {})
+                .get("device_accuracy"))
+    try:
+        pooling = LiveSetPooling(views, _head_field(head, "pooling", head_path),
+                                 head.get("view_weights"), contingency,
+                                 float(full_acc) if isinstance(full_acc, (int, float)) else None,
+                                 source=str(root / (head.get("contingency") or "")))
+    except PoolingError as e:
+        raise DeploymentError(str(e)) from None
+
+    devices = {}
+    for d in m.devices:
+        owned = tuple(v for v in d.views if 0 <= v < views and view_device[v] == d.device)
+        devices[d.device] = DeviceSpec(
+            device=d.device, views=owned, level=float(d.level), model_hash=d.sha256 or "",
+            dtype=np.dtype(np.int8 if d.format == INT8_FORMAT else np.float32),
+            predicted_latency_ms=d.predicted_latency_ms)
+    for v, dev in enumerate(view_device):
+        if dev is not None and dev not in devices:
+            raise DeploymentError(f"{head_path}: view_device[{v}] = {dev!r} is not a device of "
+                                  f"deployment {m.deployment_id}")
+    latencies = [d.predicted_latency_ms for d in m.devices if d.predicted_latency_ms is not None]
+    head_file = root / AGGREGATOR_DIR / "head.tflite"
+    if not head_file.is_file():
+        raise DeploymentError(f"{head_file}: missing")
+    return AggregatorDeployment(
+        root=root, manifest=m, deployment_id=m.deployment_id,
+        fleet=fleet_name(m.deployment_id, m.created), views=views, feature_dim=dim,
+        n_classes=n_classes, class_names=tuple(head.get("class_names") or ()),
+        devices=devices, view_device=tuple(view_device), pooling=pooling, head_path=head_file,
+        predicted_latency_ms=float(max(latencies)) if latencies else 0.0, head=head,
+        contingency=contingency)
