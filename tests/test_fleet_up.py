@@ -125,3 +125,152 @@ def test_supervisor_forces_a_child_that_ignores_sigterm(tmp_path):
 def test_supervisor_names_a_command_that_cannot_start(tmp_path):
     with Supervisor(tmp_path) as sup, pytest.raises(FleetUpError, match="cannot start ghost"):
         sup.start("ghost", [str(tmp_path / "no-such-program")])
+
+
+# --------------------------------------------------------------------------- a tiny deployment
+
+TRIO = ("{id: pi0, board: rpi4b, views: [0, 1, 2, 3]}",
+        "{id: pi1, board: rpi4b, views: [4, 5, 6, 7]}",
+        "{id: pi2, board: rpi5, views: [8, 9, 10, 11]}")
+
+
+@pytest.fixture(scope="module")
+def trio(tiny_ladder, tmp_path_factory):
+    """Three int8 Linux boards, four views each, exported from the tiny ladder: a work folder
+    <root>/{deploy,keys} beside which the ladder and dataset are passed explicitly."""
+    from slimedge.export.deploy import export_deployment
+
+    root = tmp_path_factory.mktemp("fleet")
+    fleet = root / "trio.yaml"
+    fleet.write_text("name: trio\nviews: 12\naggregator: {host: gateway}\ndevices:\n"
+                     + "".join(f"  - {d}\n" for d in TRIO))
+    export_deployment(fleet, tiny_ladder.ladder, [0] * 4 + [1] * 4 + [2] * 4, root / "deploy",
+                      dataset=tiny_ladder.root / "dataset", progress=False, min_agreement=0.5)
+    return root
+
+
+def _up_args(trio, tiny_ladder, **over):
+    import argparse
+
+    from slimedge.fleet.up import add_up_options
+
+    p = argparse.ArgumentParser()
+    add_up_options(p)
+    p.add_argument("--json", action="store_true")
+    argv = ["--deploy", str(trio / "deploy"), "--dataset", str(tiny_ladder.root / "dataset"),
+            "--ladder", str(tiny_ladder.ladder), "--json"]
+    for key, value in over.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return p.parse_args(argv)
+
+
+def test_prepare_refuses_bad_runs_before_anything_starts(trio, tiny_ladder, tmp_path):
+    from slimedge.fleet.up import prepare
+
+    p = prepare(_up_args(trio, tiny_ladder, run_dir=tmp_path / "run", kill="pi1@0.5s"))
+    assert p.frames == len(tiny_ladder.dataset.indices("test")) and p.fps == 10
+    assert p.reference.source == "ladder" and p.kills == [Injection("pi1", 0.5)]
+    n = p.frames
+    cases = [
+        ({"kill": "pi7@1s"}, "--kill: item 'pi7@1s': no device 'pi7'"),
+        ({"kill": "pi1@900s"}, "--kill: pi1@900s is after the last frame"),
+        ({"frames": n + 1}, f"--frames: {n + 1} is outside 1..{n}"),
+        ({"fps": 0}, "--fps: must be > 0"),
+        ({"restart": "pi1@1s"}, "--restart: pi1@1s: the device is running then"),
+        ({"restart_broker": "1s", "broker": "mqtt://127.0.0.1:1"},
+         "--restart-broker: only a broker started by fleet up"),
+        ({"public_key": tmp_path / "none.pem"}, "none.pem: no public key"),
+        ({"dataset": tmp_path}, "not a slimedge dataset"),
+    ]
+    for over, message in cases:
+        with pytest.raises(FleetUpError) as err:
+            prepare(_up_args(trio, tiny_ladder, run_dir=tmp_path / "run", **over))
+        assert message in str(err.value), (over, str(err.value))
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    with pytest.raises(FleetUpError, match="run folder exists and is not empty"):
+        prepare(_up_args(trio, tiny_ladder, run_dir=tmp_path / "used"))
+
+
+def test_reference_from_artifacts_equals_the_ladder_evaluator(trio, tiny_ladder):
+    """Without the ladder the evaluator runs on the deployment's own artifacts' features; on
+    every live set tried the two give the same class for every frame."""
+    import numpy as np
+
+    from slimedge.fleet.reference import (
+        find_ladder,
+        load_deployment,
+        make_reference,
+    )
+
+    dep = load_deployment(trio / "deploy", trio / "keys" / "public_key.pem")
+    dataset = tiny_ladder.root / "dataset"
+    ladder, note = find_ladder(dep, tiny_ladder.ladder)
+    assert ladder == tiny_ladder.ladder and "hash matches" in note
+    missing, why = find_ladder(dep, None)
+    assert missing is None and "no ladder at" in why
+    by_ladder = make_reference(dep, ladder, note, dataset)
+    by_artifacts = make_reference(dep, None, why, dataset)
+    assert by_artifacts.source == "artifacts" and "artifacts' features" in by_artifacts.note
+    n = len(by_ladder.labels)
+    frames = np.arange(n)
+    for dead in ([], [0, 1, 2, 3], [5], [0, 4, 8, 9, 10, 11]):
+        live = np.ones((n, 12), bool)
+        live[:, dead] = False
+        a = by_ladder.predictions(dep, frames, live)
+        assert np.array_equal(a, by_artifacts.predictions(dep, frames, live)), dead
+        assert (a >= 0).all()
+    live = np.zeros((n, 12), bool)
+    assert (by_ladder.predictions(dep, frames, live) == -1).all()
+
+
+# --------------------------------------------------------------------------- real runs
+
+SUMMARY_KEYS = ("frames", "answered", "on_time", "lost", "accuracy", "evaluator_accuracy",
+                "mismatches", "detections", "rejected", "broker", "run_dir")
+
+
+def test_fleet_up_with_one_kill(trio, tiny_ladder, tmp_path):
+    """Three agent processes and the aggregator over a real broker; pi1 is SIGKILLed after the
+    first frames: its death is detected, the rest of the frames are answered from the
+    survivors, and every answer equals the evaluator's on the same live set."""
+    from slimedge.fleet.broker import mosquitto_path
+    from slimedge.fleet.up import fleet_up, up_options
+
+    run = tmp_path / "run"
+    s = fleet_up(up_options(trio / "deploy", dataset=tiny_ladder.root / "dataset",
+                            ladder=tiny_ladder.ladder, fps=4.0, heartbeat=0.2,
+                            kill="pi1@0.6s", run_dir=run))
+    assert json.loads(json.dumps(s)) == s  # what --json prints
+    for key in SUMMARY_KEYS:
+        assert key in s, key
+    n = len(tiny_ladder.dataset.indices("test"))
+    assert s["frames"] == n and s["run_dir"] == str(run)
+    assert s["broker"] == ("mosquitto" if mosquitto_path() else "embedded")
+    assert s["answered"] + s["lost"] == n and s["answered"] > 0
+    assert s["mismatches"] == 0 and s["mismatched_frames"] == []
+    assert s["accuracy"] == s["evaluator_accuracy"]
+    check = s["artifacts_check"]
+    assert check["mismatches"] == 0 and check["float_feature_devices"] == []
+    (det,) = s["detections"]
+    assert det["device"] == "pi1" and det["views"] == [4, 5, 6, 7]
+    assert det["detected_s"] is not None and det["detected_s"] >= det["killed_s"]
+    assert det["heartbeat_periods"] == pytest.approx(
+        (det["detected_s"] - det["killed_s"]) / 0.2, abs=0.05)
+    # Frames after the kill are pooled without pi1's views.
+    assert det["switch_frame"] is not None
+    last = s["phases"][-1]
+    assert not set(last["live_views"]) & {4, 5, 6, 7} and last["live_views"]
+    for name in ("results.sqlite", "metrics.json", "events.jsonl", "summary.json",
+                 "timeline.png", "run.json", "processes.jsonl", "injections.jsonl"):
+        assert (run / name).is_file(), name
+    for name in ("aggregator", "pi0", "pi1", "pi2"):
+        assert (run / "logs" / f"{name}.log").is_file(), name
+    # Every process was stopped: the killed one by SIGKILL, the rest by stop or their own exit.
+    rows = [json.loads(x) for x in (run / "processes.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r["event"] == "start":
+            with pytest.raises(ProcessLookupError):
+                os.kill(r["pid"], 0)
+    assert ("kill", "pi1") in [(r["event"], r["name"]) for r in rows]
+    assert json.loads((run / "summary.json").read_text())["frames"] == n

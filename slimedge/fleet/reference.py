@@ -89,80 +89,94 @@ def find_ladder(dep: Deployment, given: str | os.PathLike | None) -> tuple[Path 
     return path, f"ladder {path} (manifest hash matches the deployment's)"
 
 
+def _by_live_set(live: np.ndarray) -> list[list[int]]:
+    """Row indices grouped by identical live mask (each group is scored in one call)."""
+    groups: dict[bytes, list[int]] = {}
+    for i, row in enumerate(live):
+        groups.setdefault(row.tobytes(), []).append(i)
+    return list(groups.values())
+
+
 @dataclass
 class Reference:
-    """The evaluator for a deployment's levels on the replayed split."""
+    """The evaluator for a deployment's levels on the replayed split (`source` "ladder"), or
+    the same pooling and classifier over features the deployment's artifacts compute
+    (`source` "artifacts": `features` per view, None for a view no device sends)."""
 
-    evaluator: Any  # slimedge.ladder.evaluator.Evaluator
-    levels: list[int]  # the evaluator's level index per view
-    source: str  # "ladder" | "artifacts"
+    source: str
     note: str
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.evaluator.labels
+    labels: np.ndarray
+    evaluator: Any = None  # slimedge.ladder.evaluator.Evaluator ("ladder")
+    levels: list[int] | None = None  # its level index per view
+    features: list[Any] | None = None  # ViewFeatures per view ("artifacts")
+    classifier: Any = None  # NumpyClassifier ("artifacts")
 
     def predictions(self, dep: Deployment, frames: Sequence[int], live: np.ndarray
                     ) -> np.ndarray:
-        """The evaluator's class for each frame (-1: no live view) given each frame's live
-        mask `live` (n, V); frames with one live set are scored in one call."""
+        """The class for each frame (-1: no live view) given each frame's live mask `live`
+        (n, V), pooled as the aggregator pools that live set."""
         frames = np.asarray(frames, np.int64)
         live = np.asarray(live, bool).reshape(len(frames), -1)
         out = np.full(len(frames), -1, np.int64)
-        groups: dict[bytes, list[int]] = {}
-        for i, row in enumerate(live):
-            groups.setdefault(row.tobytes(), []).append(i)
-        for rows in groups.values():
+        for rows in _by_live_set(live):
             mask = live[rows[0]]
-            pooling = dep.pooling.for_live(mask)
+            if mask.any():
+                out[rows] = self._predict(dep, frames[rows], mask)
+        return out
+
+    def _predict(self, dep: Deployment, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        pooling = dep.pooling.for_live(mask)
+        if self.evaluator is not None:
             ev = (self.evaluator if self.evaluator.mode == pooling.mode
                   else dataclasses.replace(self.evaluator, mode=pooling.mode))
-            pred = ev.predictions(self.levels, mask, pooling.weights)
-            out[rows] = pred[frames[rows]]
-        return out
+            return ev.predictions(self.levels, mask, pooling.weights)[frames]
+        from slimedge.export.agreement import ViewFeatures, pool_views
+
+        views = [None if f is None or not mask[v] else
+                 ViewFeatures(f.features[frames], f.scale, f.zero_point)
+                 for v, f in enumerate(self.features)]
+        pooled, empty = pool_views(views, pooling.mode, pooling.weights)
+        pred = self.classifier.predict(pooled)
+        pred[empty] = -1
+        return pred
 
 
 def make_reference(dep: Deployment, ladder: Path | None, note: str,
                    dataset: Path) -> Reference:
+    """The ladder's evaluator when `ladder` is given, else the artifacts' reference."""
     from slimedge.ladder.evaluator import Evaluator
 
     if ladder is not None:
         ev = Evaluator.from_ladder(ladder, SPLIT)
         ev = dataclasses.replace(ev, mode=dep.head["pooling"])
-        ref = Reference(ev, view_levels(dep), "ladder", note)
+        ref = Reference("ladder", note, ev.labels, evaluator=ev, levels=view_levels(dep))
     else:
-        ref = _artifact_reference(dep, dataset, note)
+        ref = artifact_reference(dep, dataset, f"{note}: evaluator run on the deployment's "
+                                 "artifacts' features")
     _check_labels(ref, dataset)
     return ref
 
 
-def _artifact_reference(dep: Deployment, dataset: Path, why: str) -> Reference:
-    """The evaluator over the deployment's artifacts' features. Pseudo-level v holds view v's
-    features from its device's artifact, so levels = [0 .. V-1] gathers each view's own."""
+def artifact_reference(dep: Deployment, dataset: Path, note: str) -> Reference:
+    """Each device's artifact run on its views' replayed images as the agent runs it (LiteRT;
+    for MCU boards LiteRT's reference kernels, bit-exact with TFLite Micro), int8 or float
+    features as the artifact outputs them, pooled and classified as the evaluator does."""
     from slimedge.data.container import load_dataset
+    from slimedge.export.agreement import ViewFeatures
     from slimedge.export.manifest import MCU_RUNTIME
     from slimedge.ladder.classifier import NumpyClassifier
-    from slimedge.ladder.evaluator import Evaluator
     from slimedge.runtime.branch import BranchRunner
 
-    ds = load_dataset(dataset)
-    images, labels = ds.subset(SPLIT)
-    V, N, D = dep.views, len(labels), int(dep.head["feature_dim"])
-    feats = np.zeros((V, N, V, D), np.int8)
-    scales, zps = np.ones(V, np.float32), np.zeros(V, np.int32)
+    images, labels = load_dataset(dataset).subset(SPLIT)
+    features: list[Any] = [None] * dep.views
     for d in dep.manifest.devices:
         runner = BranchRunner(dep.root / d.artifact, reference_kernels=d.runtime == MCU_RUNTIME)
-        if runner.output_quantization is None:
-            raise FleetUpError(f"{d.artifact}: float features; the evaluator comparison needs "
-                               "int8 artifacts or the deployment's ladder (--ladder)")
-        for v in d.views:
-            feats[v, :, v, :] = runner.run(images[:, v]).features
-            scales[v], zps[v] = runner.output_quantization
-    ev = Evaluator(feats, scales, zps, labels.astype(np.int64),
-                   NumpyClassifier.load(dep.root / dep.head["classifier"]),
-                   mode=dep.head["pooling"])
-    note = f"{why}: evaluator run on the deployment's artifacts' features"
-    return Reference(ev, list(range(V)), "artifacts", note)
+        for v in dep.devices[d.device].views:
+            out = runner.run(images[:, v])
+            features[v] = ViewFeatures(out.features, out.scale, out.zero_point)
+    classifier = NumpyClassifier.load(dep.root / dep.head["classifier"])
+    return Reference("artifacts", note, np.asarray(labels, np.int64), features=features,
+                     classifier=classifier)
 
 
 def _check_labels(ref: Reference, dataset: Path) -> None:

@@ -91,8 +91,33 @@ def _marks(dets: list[dict], joins: list[dict], brokers: list[dict]) -> list[Mar
     return marks
 
 
-def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = True
-              ) -> dict[str, Any]:
+def artifacts_check(f: RunFacts, res: Any, dep: Deployment, ref: Reference, art: Reference
+                    ) -> dict[str, Any]:
+    """The answers against the deployment's own artifacts' features, pooled and classified
+    the same way: where the evaluator (the ladder's cached int8 features) and the artifacts
+    differ, the device that computes something other than the cache is named."""
+    inside = (res.frame >= 0) & (res.frame < f.frames)
+    frames, live = res.frame[inside], res.live[inside]
+    art_pred = art.predictions(dep, frames, live)
+    fleet_pred = res.pred[inside]
+    ref_pred = f.ref_pred[frames]
+    floats = [d.device for d in dep.manifest.devices
+              if dep.devices[d.device].dtype != np.int8]
+    return {
+        "accuracy": float(np.mean(art_pred == f.labels[frames])) if len(frames) else None,
+        "mismatches": int(np.sum(art_pred != fleet_pred)),
+        "mismatched_frames": frames[art_pred != fleet_pred].tolist(),
+        "evaluator_vs_artifacts": frames[art_pred != ref_pred].tolist(),
+        "float_feature_devices": floats,
+        "note": ("the fleet's answers beside its own artifacts' features (run here as the "
+                 "agents run them); a frame where the evaluator and the artifacts differ comes "
+                 "from features the ladder's int8 cache does not hold"
+                 + (f" ({', '.join(floats)} send float features)" if floats else "")),
+    }
+
+
+def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = True,
+              artifacts: Reference | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     info = _read_json(run_dir / RUN_FILE, None)
     if info is None:
@@ -138,6 +163,8 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
         "evaluator": info["evaluator"],
         "run_dir": str(run_dir),
     }
+    if artifacts is not None:
+        summary["artifacts_check"] = artifacts_check(f, res, dep, ref, artifacts)
     if plot:
         deadline = metrics.get("window_ms")  # capture -> deadline
         data = TimelineData(

@@ -22,6 +22,8 @@ MARK_STYLE = {
     "broker-restart": ("tab:purple", "-"),
 }
 
+LABELLED = ("kill", "restart", "broker-restart")
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -99,9 +101,10 @@ def plot_timeline(data: TimelineData, out: Path, window: int = 20) -> Path:
             ax.axvline(m.t_s, color=color, ls=style, lw=1,
                        label=m.kind if ax is ax_acc and m.kind not in seen else None)
         seen.add(m.kind)
-        ax_live.annotate(m.label, (m.t_s, top + 0.4), fontsize=7, color=color, rotation=90,
-                         ha="right", va="center")
-    ax_acc.legend(loc="lower left", fontsize=8, ncol=2)
+        if m.kind in LABELLED:  # the cause is named; its effects share its colour key
+            ax_acc.annotate(m.label, (m.t_s, 0.02), fontsize=7, color=color, rotation=90,
+                            ha="right", va="bottom")
+    ax_acc.legend(loc="lower right", fontsize=8, ncol=2)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -31,6 +31,7 @@ from slimedge.artifacts import write_json
 from slimedge.fleet.processes import Supervisor, log_tail
 from slimedge.fleet.reference import (
     SPLIT,
+    artifact_reference,
     device_ids,
     find_dataset,
     find_ladder,
@@ -111,6 +112,7 @@ class Prepared:
     broker_restart_s: float | None
     broker_down_s: float
     reference: Reference
+    artifacts: Reference
     run_dir: Path
     public_key: Path
     emulate_latency: bool
@@ -173,6 +175,10 @@ def prepare(args: argparse.Namespace) -> Prepared:
                                f"frame ({duration:g} s)")
     ladder, note = find_ladder(dep, args.ladder)
     reference = make_reference(dep, ladder, note, dataset)
+    # The ladder's evaluator is what the planner measured; the deployment's artifacts are
+    # what the agents compute. Where they differ (a float16 board), both are reported.
+    artifacts = (reference if reference.source == "artifacts" else
+                 artifact_reference(dep, dataset, "the deployment's artifacts"))
     run_dir = (Path(args.run_dir) if args.run_dir is not None
                else dep.root.parent / "fleet" / time.strftime("%Y%m%d-%H%M%S"))
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -181,7 +187,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     startup = (args.startup_s if args.startup_s is not None
                else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
     return Prepared(dep, dataset, frames, float(args.fps), kills, restarts, broker_restart,
-                    parse_time(args.broker_down, "--broker-down"), reference, run_dir,
+                    parse_time(args.broker_down, "--broker-down"), reference, artifacts,
+                    run_dir,
                     public_key, bool(args.emulate_latency), args.broker, float(startup),
                     float(args.heartbeat), args.slack_ms)
 
@@ -195,10 +202,12 @@ def _slimedge(*argv: str) -> list[str]:
 
 
 def agent_argv(p: Prepared, device: str, broker: str, start_ns: int) -> list[str]:
-    argv = _slimedge("agent", "run", "--deploy", str(p.dep.root), "--device", device,
-                     "--broker", broker, "--public-key", str(p.public_key),
-                     "--source", f"replay:{p.dataset}", "--fps", f"{p.fps:g}",
-                     "--frames", str(p.frames), "--start-at", str(start_ns))
+    """`slimedge agent run ...` through the agent's own entry point (the same options)."""
+    argv = [sys.executable, "-m", "slimedge.runtime.agent", "--deploy", str(p.dep.root),
+            "--device", device, "--broker", broker, "--public-key", str(p.public_key),
+            "--source", f"replay:{p.dataset}", "--fps", f"{p.fps:g}",
+            "--frames", str(p.frames), "--start-at", str(start_ns),
+            "--heartbeat", f"{p.heartbeat_s:g}"]
     return [*argv, "--emulate-latency"] if p.emulate_latency else argv
 
 
@@ -371,7 +380,7 @@ def fleet_up(args: argparse.Namespace) -> dict[str, Any]:
         f"{p.frames} frames at {p.fps:g} fps; evaluator from {p.reference.source} "
         f"({p.reference.note})")
     execute(p, say)
-    summary = summarise(p.run_dir, p.dep, p.reference)
+    summary = summarise(p.run_dir, p.dep, p.reference, artifacts=p.artifacts)
     say(f"run folder {p.run_dir}")
     return summary
 
@@ -400,4 +409,4 @@ def run_into(out: Path, deploy: str | os.PathLike, **values: Any) -> dict[str, A
     with atomic_dir(out) as tmp:
         p = prepare(up_options(deploy, run_dir=tmp, **values))
         execute(p)
-    return summarise(out, p.dep, p.reference)
+    return summarise(out, p.dep, p.reference, artifacts=p.artifacts)
