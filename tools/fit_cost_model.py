@@ -250,7 +250,19 @@ def print_kernel_fits(r: dict[str, Any]) -> None:
         print("\nno kernel-set latencies in this ladder (rebuild it, or pass --measure)")
         return
     note = " (measured now, --measure)" if r["calibration_measured_now"] else ""
-    print(f"\nlatency model fit per kernel set{note}; ratio = predicted / measured")
+    print(f"\nlatency model fit per kernel set and form{note}")
+    print(f"  {'kernel set':<11}{'runs on':<20}{'form':<11}{'R²':>8}{'max|rel|':>10}"
+          f"{'LOO rel RMS':>13}  chosen")
+    for k, f in fits.items():
+        runs = ", ".join(c for c, ks in r["kernel_set_of_class"].items() if ks == k) or "-"
+        for name, ff in f["fits"].items():
+            r2 = "n/a" if ff["r2"] is None else f"{ff['r2']:.3f}"
+            loo = "n/a" if ff["loo_rel_rms"] is None else f"{ff['loo_rel_rms']:.3f}"
+            mark = "yes" if name == f["form"] else (
+                "neither: board figures" if f["form"] == "board" and name == "mac" else "")
+            print(f"  {k:<11}{runs:<20}{name:<11}{r2:>8}{ff['max_rel_error']:>10.3f}"
+                  f"{loo:>13}  {mark}")
+    print("\nlevel by level; ratio = predicted / measured")
     for k, f in fits.items():
         forms = list(f["fits"])
         classes = [c for c, ks in r["kernel_set_of_class"].items() if ks == k]

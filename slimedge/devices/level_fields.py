@@ -6,7 +6,7 @@ Every reader fails with `CostModelError` naming the level and the field at fault
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slimedge.devices.catalog import FORMATS, Board
@@ -75,7 +75,7 @@ def check_format(board: Board, fmt: str | None) -> str:
 
 def fractions(levels: Any) -> list[float]:
     """The levels' pruning fractions, checked: a non-empty list in ascending order."""
-    if not isinstance(levels, list | tuple) or not levels:
+    if not isinstance(levels, Sequence) or isinstance(levels, str) or not levels:
         raise CostModelError("ladder levels: expected a non-empty list of level entries")
     out = [number(e, i, "level") for i, e in enumerate(levels)]
     if any(b <= a for a, b in zip(out, out[1:], strict=False)):
