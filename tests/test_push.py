@@ -131,10 +131,11 @@ def test_push_applies_on_every_device_then_finds_nothing_changed(world, tmp_path
     devices = [Device(world, tmp_path, d, mqtt_broker.url) for d in (MCU_DEVICE, PI_DEVICE)]
     try:
         rc, out = push_cli(world, mqtt_broker.url, "--json", "--timeout", "90",
-                           "--chunk-bytes", "1024", capsys=capsys)
+                           "--chunk-bytes", "1024", "--emulate-link", capsys=capsys)
         assert rc == 0, out
         summary = json.loads(out)
         assert summary["fleet"] == FLEET and summary["sequence"] >= 1
+        assert summary["emulate_link"] is True
         for d in devices:
             row = summary["devices"][d.device]
             assert row["status"] == "applied" and row["reason"] is None, row
@@ -194,3 +195,21 @@ def test_push_refuses_unknown_devices(world, mqtt_broker, capsys):
     rc = cli.main(["push", "--deploy", str(world["new"]), "--broker", mqtt_broker.url,
                    "--devices", "cam77"])
     assert rc == 2 and "cam77" in capsys.readouterr().err
+
+
+def test_a_slow_link_is_paced_while_the_others_go_at_full_speed(mqtt_broker):
+    from slimedge.fleet.push import _Links
+    from slimedge.runtime.mqtt import MqttClient
+
+    client = MqttClient(mqtt_broker.url, name="pace-test").start()
+    try:
+        links = _Links(client, {"slow": 8.0, "fast": None})  # slow: 1 byte per second
+        for _ in range(5):
+            links.add("slow", "slimedge/t/slow/update", bytes(100))
+            links.add("fast", "slimedge/t/fast/update", bytes(100))
+        links.pump(budget_s=0.3)
+        left = [d for d, *_ in links.queue]
+        assert left == ["slow"] * 4  # one 100-byte message takes the slow link 100 s
+        assert links.idle("fast") and not links.idle("slow")
+    finally:
+        client.stop()

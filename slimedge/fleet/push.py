@@ -101,6 +101,9 @@ def add_push_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rollback", action="store_true",
                    help="sign the updates as a rollback order (allowed to go back to an "
                    "older deployment)")
+    p.add_argument("--emulate-link", action="store_true",
+                   help="send each device's update no faster than its board's link carries "
+                   "it (link.bandwidth in firmware_configs/devices: BLE for the nRF52840)")
     p.add_argument("--all", dest="push_all", action="store_true",
                    help="push to every listed device, even one that runs this model already")
 
@@ -113,7 +116,7 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.deploy), args.broker, devices=_device_list(args.devices), key=args.key,
         fleet=args.fleet, timeout=args.timeout, listen=args.listen,
         chunk_bytes=args.chunk_bytes, expires=args.expires, rollback=args.rollback,
-        push_all=args.push_all)
+        push_all=args.push_all, emulate_link=args.emulate_link)
     if not args.json:
         print(format_table(summary))
     failed = [d for d, o in summary["devices"].items() if o["status"] not in (APPLIED, UNCHANGED)]
@@ -136,7 +139,7 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
              key: str | Path | None = None, fleet: str | None = None, timeout: float = 120.0,
              listen: float = 3.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
              expires: float = 7 * 24 * 3600, rollback: bool = False,
-             push_all: bool = False) -> dict[str, Any]:
+             push_all: bool = False, emulate_link: bool = False) -> dict[str, Any]:
     from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
     from slimedge.export.signing import PRIVATE_KEY_NAME
     from slimedge.runtime.mqtt import MqttClient
@@ -172,14 +175,30 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
             sequence = counter.next(at_least=seen)
             updates = build_updates(deploy, key_path, sequence=sequence, devices=changed,
                                     expires_in_s=expires, rollback=rollback)
-            outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout))
+            bandwidth = _link_bandwidths(manifest, changed) if emulate_link else {}
+            outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout, bandwidth))
     finally:
         client.stop()
     return {
         "deployment_id": manifest.deployment_id, "fleet": fleet, "sequence": sequence,
-        "broker": broker, "chunk_bytes": chunk_bytes,
+        "broker": broker, "chunk_bytes": chunk_bytes, "emulate_link": emulate_link,
         "devices": {n: outcomes[n].to_dict() for n in names},
     }
+
+
+def _link_bandwidths(manifest: Any, devices: list[str]) -> dict[str, float | None]:
+    """Each device's link bandwidth (bit/s) from its board file."""
+    from slimedge.devices import load_catalog
+
+    catalog = load_catalog()
+    out: dict[str, float | None] = {}
+    for name in devices:
+        board = manifest.device(name).board
+        if board not in catalog:
+            raise PushError(f"--emulate-link: device {name}'s board {board!r} is not in the "
+                            f"device catalog (firmware_configs/devices)")
+        out[name] = float(catalog[board].link.bandwidth_bps)
+    return out
 
 
 def _runs(state: DeviceState, entry: Any) -> bool:
@@ -230,57 +249,109 @@ def _publish(client: Any, topic: str, payload: bytes, retain: bool = False) -> N
         raise PushError(f"{topic}: the MQTT client dropped a message (queue full)")
 
 
-def _send_chunks(client: Any, topic: str, up: DeviceUpdate, chunk_bytes: int,
-                 ranges: list[list[int]] | None = None) -> int:
-    sent = 0
+class _Links:
+    """Per-device message queues, sent interleaved across devices; with a bandwidth for a
+    device, its messages leave no faster than its link would carry them (bits / bit/s), so a
+    BLE node's transfer takes the time BLE takes while the others go at full speed."""
+
+    def __init__(self, client: Any, bandwidth_bps: dict[str, float | None]) -> None:
+        self.client = client
+        self.bps = bandwidth_bps
+        self.free_at: dict[str, float] = {}
+        self.queue: list[tuple[str, str, bytes, bool]] = []  # device, topic, payload, retain
+
+    def add(self, device: str, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.queue.append((device, topic, payload, retain))
+
+    def pump(self, budget_s: float = 0.05) -> None:
+        """Send what is due, for up to `budget_s` (the caller reads acks in between)."""
+        end = time.monotonic() + budget_s
+        while self.queue and time.monotonic() < end:
+            now = time.monotonic()
+            due = [i for i, (d, *_) in enumerate(self.queue) if self.free_at.get(d, 0) <= now]
+            if not due:
+                time.sleep(min(0.005, max(0.0, end - now)))
+                continue
+            seen, sent = set(), []
+            for i in due:  # one message per device per round: devices interleave
+                device = self.queue[i][0]
+                if device in seen:
+                    continue
+                seen.add(device)
+                _, topic, payload, retain = self.queue[i]
+                _publish(self.client, topic, payload, retain)
+                bps = self.bps.get(device)
+                if bps:
+                    self.free_at[device] = max(now, self.free_at.get(device, 0)) \
+                        + 8 * len(payload) / bps
+                sent.append(i)
+            for i in reversed(sent):
+                del self.queue[i]
+
+    def idle(self, device: str) -> bool:
+        return not any(d == device for d, *_ in self.queue)
+
+
+def _chunk_messages(up: DeviceUpdate, chunk_bytes: int,
+                    ranges: list[list[int]] | None = None) -> list[bytes]:
+    out = []
     for c in up.chunks(chunk_bytes):
-        if ranges is not None and not any(c.offset < a + n and a < c.offset + len(c.data)
-                                          for a, n in ranges):
-            continue
-        _publish(client, topic, encode_chunk(c))
-        sent += 1
-    return sent
+        if ranges is None or any(c.offset < a + n and a < c.offset + len(c.data)
+                                 for a, n in ranges):
+            out.append(encode_chunk(c))
+    return out
 
 
 def _deliver(client: Any, fleet: str, updates: list[DeviceUpdate], chunk_bytes: int,
-             timeout: float) -> dict[str, Outcome]:
+             timeout: float, bandwidth_bps: dict[str, float | None]) -> dict[str, Outcome]:
     outcomes = {u.device: Outcome() for u in updates}
     by_device = {u.device: u for u in updates}
+    links = _Links(client, bandwidth_bps)
     for up in updates:  # chunks first, then the retained offer that tells what they are
         topic = topics.update(fleet, up.device)
-        outcomes[up.device].started = time.monotonic()
-        _send_chunks(client, topic, up, chunk_bytes)
-        _publish(client, topic, encode_offer(up.offer(chunk_bytes)), retain=True)
+        for msg in _chunk_messages(up, chunk_bytes):
+            links.add(up.device, topic, msg)
+        links.add(up.device, topic, encode_offer(up.offer(chunk_bytes)), retain=True)
     waiting = set(by_device)
     deadline = time.monotonic() + timeout
     while waiting and time.monotonic() < deadline:
-        msg = client.get(timeout=min(0.2, max(0.0, deadline - time.monotonic())))
-        if msg is None:
-            continue
-        try:
-            _, device, kind = topics.device_of(msg.topic)
-        except topics.TopicError:
-            continue
-        if kind != "ack" or device not in waiting:
-            continue
-        try:
-            ack = Ack.from_bytes(msg.payload)
-        except UpdateMessageError:
-            continue
-        up, out = by_device[device], outcomes[device]
-        if ack.sequence != up.manifest.sequence:
-            continue
-        if ack.status == MISSING:  # resume: send only what the device lacks
-            out.resent_chunks += _send_chunks(client, topics.update(fleet, device), up,
-                                              chunk_bytes, ack.missing)
-            continue
-        out.status, out.reason, out.message = ack.status, ack.reason, ack.message
-        out.seconds = round(time.monotonic() - out.started, 4)
-        out.device_seconds = ack.seconds
-        waiting.discard(device)
+        links.pump()
+        while (msg := client.get(timeout=0.0 if links.queue else 0.1)) is not None:
+            ack = _ack_of(msg, waiting)
+            if ack is None:
+                continue
+            up, out = by_device[ack.device], outcomes[ack.device]
+            if ack.sequence != up.manifest.sequence:
+                continue
+            if ack.status == MISSING:  # resume: send only what the device lacks
+                if links.idle(ack.device):  # else the rest is on its way already
+                    resend = _chunk_messages(up, chunk_bytes, ack.missing)
+                    for m in resend:
+                        links.add(ack.device, topics.update(fleet, ack.device), m)
+                    out.resent_chunks += len(resend)
+                continue
+            out.status, out.reason, out.message = ack.status, ack.reason, ack.message
+            out.seconds = round(time.monotonic() - out.started, 4)
+            out.device_seconds = ack.seconds
+            waiting.discard(ack.device)
     for device in waiting:
         outcomes[device].message = f"no acknowledgment within {timeout:g} s"
     return outcomes
+
+
+def _ack_of(msg: Any, waiting: set[str]) -> Ack | None:
+    """The acknowledgment in `msg` from a device still waited for, else None."""
+    try:
+        _, device, kind = topics.device_of(msg.topic)
+    except topics.TopicError:
+        return None
+    if kind != "ack" or device not in waiting:
+        return None
+    try:
+        ack = Ack.from_bytes(msg.payload)
+    except UpdateMessageError:
+        return None
+    return ack if ack.device == device else None
 
 
 def format_table(summary: dict[str, Any]) -> str:
