@@ -401,3 +401,27 @@ def test_fit_cost_model_tool_reports_a_bad_ladder(tmp_path, capsys):
     tool = _tool()
     assert tool.main([str(tmp_path / "none")]) == 2
     assert "no such ladder" in capsys.readouterr().err
+
+
+def test_cost_model_imports_no_device_side_code():
+    """`slimedge.devices` sits below `slimedge.runtime`: the message size comes from
+    `slimedge.wire`, which the runtime's encoder also uses."""
+    import subprocess
+    import sys
+
+    code = ("import sys, slimedge.devices.cost, slimedge.devices.energy; "
+            "print([m for m in sys.modules if m.startswith('slimedge.runtime')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_message_size_equals_the_encoded_message():
+    from slimedge.runtime.frames import FeatureMessage, encode
+
+    for dim, device, dtype in ((128, "cam00", "int8"), (7, "pi-ü", "float32")):
+        msg = FeatureMessage(view=0, seq=0, timestamp_ns=0, device=device,
+                             features=np.zeros(dim, dtype),
+                             scale=1.0 if dtype == "int8" else None,
+                             zero_point=0 if dtype == "int8" else None)
+        assert message_bytes(dim, device, dtype) == len(encode(msg))
