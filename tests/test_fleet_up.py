@@ -274,3 +274,36 @@ def test_fleet_up_with_one_kill(trio, tiny_ladder, tmp_path):
                 os.kill(r["pid"], 0)
     assert ("kill", "pi1") in [(r["event"], r["name"]) for r in rows]
     assert json.loads((run / "summary.json").read_text())["frames"] == n
+
+
+@pytest.mark.slow
+def test_restarted_agent_rejoins_and_is_used_again(trio, tiny_ladder, tmp_path):
+    from slimedge.fleet.up import fleet_up, up_options
+
+    s = fleet_up(up_options(trio / "deploy", dataset=tiny_ladder.root / "dataset",
+                            ladder=tiny_ladder.ladder, fps=1.5, heartbeat=0.2,
+                            kill="pi2@0.4s", restart="pi2@1s", run_dir=tmp_path / "run"))
+    (det,) = s["detections"]
+    assert det["detected_s"] is not None
+    (back,) = s["rejoins"]
+    assert back["device"] == "pi2" and back["alive_s"] is not None
+    assert back["alive_s"] >= back["restarted_s"]
+    assert back["used_again_frame"] is not None and back["frames_using_it_after"] >= 1
+    assert s["phases"][-1]["live_views"] == list(range(12))
+    assert s["mismatches"] == 0
+
+
+@pytest.mark.slow
+def test_broker_restart_every_client_reconnects(trio, tiny_ladder, tmp_path):
+    from slimedge.fleet.up import fleet_up, up_options
+
+    s = fleet_up(up_options(trio / "deploy", dataset=tiny_ladder.root / "dataset",
+                            ladder=tiny_ladder.ladder, fps=1.5, heartbeat=0.2,
+                            restart_broker="1s", broker_down="0.3s",
+                            run_dir=tmp_path / "run"))
+    (b,) = s["broker_restarts"]
+    assert b["online_again"] == ["pi0", "pi1", "pi2"]
+    assert b["recovered_frame"] is not None
+    assert b["after_recovery"]["lost"] == 0
+    assert s["lost"] == b["outage"]["lost"]  # every lost frame is one of the outage's
+    assert s["mismatches"] == 0

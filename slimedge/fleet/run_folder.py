@@ -218,13 +218,18 @@ def device_views(views_of: Mapping[str, Sequence[int]], device: str) -> list[int
 
 def _state_events(events: Sequence[Mapping[str, Any]], device: str, state: str) -> list[int]:
     """Times (ns) at which the aggregator put `device` into `state`."""
+    return sorted(t for t, _ in _state_reasons(events, device, state))
+
+
+def _state_reasons(events: Sequence[Mapping[str, Any]], device: str, state: str
+                   ) -> list[tuple[int, str | None]]:
     out = []
     for e in events:
-        if e.get("device") == device and e.get("state", e.get("event")) == state:
+        if e.get("device") == device and e.get("state") == state:
             t = e.get("t_ns")
             if isinstance(t, int):
-                out.append(t)
-    return sorted(out)
+                out.append((t, e.get("reason")))
+    return sorted(out, key=lambda x: x[0])
 
 
 def first_after(times: Sequence[int], t: int) -> int | None:
@@ -253,6 +258,7 @@ def detections(f: RunFacts, injections: Sequence[Mapping[str, Any]],
             "detected_s": None if dead is None else round(f.since_start(dead), 3),
         }
         if dead is not None:
+            row["detected_by"] = dict(_state_reasons(events, device, "dead")).get(dead)
             delay = (dead - t_kill) / 1e9
             row["detection_delay_s"] = round(delay, 3)
             row["heartbeat_periods"] = round(delay / heartbeat_s, 2)

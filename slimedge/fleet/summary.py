@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slimedge.artifacts import write_json
+from slimedge.fleet.monitor import FLEET_VIEW_FILE
 from slimedge.fleet.run_folder import (
     EVENTS_FILE,
     INJECTIONS_FILE,
@@ -47,9 +48,12 @@ def _read_json(path: Path, default: Any) -> Any:
         raise FleetUpError(f"{path}: unreadable ({exc})") from exc
 
 
-def broker_restarts(f: RunFacts, injections: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per broker restart: frames lost while it was away, the first frame answered again
-    with every view that was live before (every client back), and frames lost after that."""
+def broker_restarts(f: RunFacts, injections: list[dict[str, Any]],
+                    fleet_view: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per broker restart: the devices that announced themselves "online" again (an agent
+    publishes its birth on every reconnect), frames lost while the broker was away, the first
+    frame answered again with every view that was live before (every client back, the
+    aggregator included), and frames lost after that."""
     out = []
     t = np.asarray(f.t_s(np.arange(f.frames)))
     for inj in injections:
@@ -59,8 +63,11 @@ def broker_restarts(f: RunFacts, injections: list[dict[str, Any]]) -> list[dict[
         before = f.answered & (t < down_s)
         want = f.live[np.flatnonzero(before)[-1]] if before.any() else np.ones(f.views, bool)
         full = np.flatnonzero(f.answered & (t >= back_s) & (f.live[:, want].all(axis=1)))
+        online = sorted({r["device"] for r in fleet_view
+                         if r.get("status") == "online" and r["t_ns"] >= inj["back_ns"]})
         row: dict[str, Any] = {"down_s": round(down_s, 3), "back_s": round(back_s, 3),
-                               "views_before": np.flatnonzero(want).tolist()}
+                               "views_before": np.flatnonzero(want).tolist(),
+                               "online_again": online}
         if len(full):
             first = int(full[0])
             outage = (t >= down_s) & (np.arange(f.frames) < first)
@@ -135,7 +142,7 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
     views_of = info["views_of"]
     dets = detections(f, injections, events, views_of, heartbeat_s)
     joins = rejoins(f, injections, events, views_of)
-    brokers = broker_restarts(f, injections)
+    brokers = broker_restarts(f, injections, read_jsonl(run_dir / FLEET_VIEW_FILE))
     whole = stretch(f, np.ones(frames, bool))
     summary: dict[str, Any] = {
         "frames": frames,

@@ -202,12 +202,11 @@ def _slimedge(*argv: str) -> list[str]:
 
 
 def agent_argv(p: Prepared, device: str, broker: str, start_ns: int) -> list[str]:
-    """`slimedge agent run ...` through the agent's own entry point (the same options)."""
-    argv = [sys.executable, "-m", "slimedge.runtime.agent", "--deploy", str(p.dep.root),
-            "--device", device, "--broker", broker, "--public-key", str(p.public_key),
-            "--source", f"replay:{p.dataset}", "--fps", f"{p.fps:g}",
-            "--frames", str(p.frames), "--start-at", str(start_ns),
-            "--heartbeat", f"{p.heartbeat_s:g}"]
+    argv = _slimedge("agent", "run", "--deploy", str(p.dep.root), "--device", device,
+                     "--broker", broker, "--public-key", str(p.public_key),
+                     "--source", f"replay:{p.dataset}", "--fps", f"{p.fps:g}",
+                     "--frames", str(p.frames), "--start-at", str(start_ns),
+                     "--heartbeat", f"{p.heartbeat_s:g}")
     return [*argv, "--emulate-latency"] if p.emulate_latency else argv
 
 
