@@ -127,6 +127,20 @@ def _export_parsers(sub: argparse._SubParsersAction) -> None:
              cmd.verify, cmd.add_verify_options)
 
 
+def _agent_parsers(sub: argparse._SubParsersAction) -> None:
+    from slimedge.runtime import commands as cmd
+
+    asub = _group(sub, "agent", "the device agent daemon (device side: no TensorFlow)")
+    _command(asub, "run", "verify the deployment, run this device's branch per frame and "
+             "publish features, heartbeats and status over MQTT", cmd.agent_run,
+             cmd.add_agent_run_options)
+
+
+# Commands a device runs: `main` builds only their parser, so a board with the `device` extra
+# alone never imports a host module (TensorFlow, pymoo, ...) to parse the command line.
+_DEVICE_COMMANDS = {"agent": _agent_parsers}
+
+
 def _push_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge.fleet import push as cmd
 
@@ -152,7 +166,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes for parallel stages")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only` (a key of _DEVICE_COMMANDS), just that command."""
     from slimedge import __version__
 
     parser = argparse.ArgumentParser(
@@ -161,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"slimedge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only in _DEVICE_COMMANDS:
+        _DEVICE_COMMANDS[only](sub)
+        return parser
     _data_parsers(sub)
     _train_parser(sub)
     _ladder_parsers(sub)
@@ -168,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plan_parser(sub)
     _export_parsers(sub)
     _aggregator_parsers(sub)
+    _agent_parsers(sub)
     _push_parser(sub)
     _demo_parser(sub)
     return parser
@@ -207,7 +226,8 @@ def _short(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=argv[0] if argv and argv[0] in _DEVICE_COMMANDS else None)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

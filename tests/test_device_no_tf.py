@@ -116,3 +116,30 @@ def test_device_extra_lists_no_tensorflow_or_keras():
     base = [re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower() for req in
             project["dependencies"]]
     assert not [n for n in base if "tensorflow" in n or "keras" in n]
+
+
+def test_agent_command_line_imports_no_host_module():
+    """`slimedge agent run` on a device: the agent, its transport, sources and MCU runner, and
+    the command line that starts it, with TensorFlow blocked and no host-only module loaded."""
+    done = _python(
+        "import sys\n"
+        f"sys.path.insert(0, {str(SMOKE.parent)!r})\n"
+        "import device_smoke\n"
+        "sys.meta_path.insert(0, device_smoke.BlockTensorFlow())\n"
+        "import slimedge.runtime.agent, slimedge.runtime.commands, slimedge.runtime.mcu\n"
+        "import slimedge.runtime.sources, slimedge.runtime.device_setup, slimedge.runtime.mqtt\n"
+        "import slimedge.export.verify\n"
+        "from slimedge import cli\n"
+        "try:\n"
+        "    cli.main(['agent', 'run', '--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "host = ('tensorflow', 'keras', 'tf_keras', 'pymoo', 'scipy', 'matplotlib')\n"
+        "host_sub = ('slimedge.model', 'slimedge.ladder', 'slimedge.plan', 'slimedge.prune',\n"
+        "            'slimedge.pipeline', 'slimedge.demo', 'slimedge.export.deploy')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in host or m.startswith(host_sub)]\n"
+        "print('leaked:', bad)\n"
+        "raise SystemExit(1 if bad else 0)\n"
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "--emulate-latency" in done.stdout and "leaked: []" in done.stdout

@@ -39,3 +39,11 @@ def test_names_that_are_not_one_level_are_refused(name):
 def test_foreign_topics_are_refused(topic, match):
     with pytest.raises(TopicError, match=match):
         topics.device_of(topic)
+
+
+def test_fleet_name_drops_the_export_stamp():
+    assert topics.fleet_name("mixed12-20250101120000", "2025-01-01T12:00:00Z") == "mixed12"
+    assert topics.fleet_name("lab-7", "2025-01-01T12:00:00Z") == "lab-7"
+    assert topics.fleet_name("20250101120000", "2025-01-01T12:00:00Z") == "20250101120000"
+    with pytest.raises(TopicError, match="fleet"):
+        topics.fleet_name("a/b", "2025-01-01T12:00:00Z")

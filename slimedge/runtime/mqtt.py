@@ -364,7 +364,7 @@ class MqttClient:
         with self._state:
             was = self._connected
             self._connected = False
-            if was:
+            if was and not self._stopped:  # connections lost, not our own clean stop
                 self._stats["disconnects"] += 1
             self._state.notify_all()
         if was and not self._stopped:

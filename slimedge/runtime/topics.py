@@ -24,6 +24,7 @@ __all__ = [
     "device_of",
     "features",
     "features_all",
+    "fleet_name",
     "heartbeat",
     "heartbeat_all",
     "results",
@@ -52,6 +53,16 @@ def check_name(what: str, name: object) -> str:
     if len(name.encode("utf-8")) > 255:
         raise TopicError(f"{what} {name[:20]!r}...: longer than 255 bytes")
     return name
+
+
+def fleet_name(deployment_id: str, created: str) -> str:
+    """<fleet> of a deployment: its id without the `-<digits of created>` suffix that
+    `slimedge export` appends (`mixed12-20250101120000` -> `mixed12`), else the whole id."""
+    stamp = "".join(c for c in created if c.isdigit())
+    suffix = f"-{stamp}"
+    if stamp and deployment_id.endswith(suffix) and len(deployment_id) > len(suffix):
+        return check_name("fleet", deployment_id[: -len(suffix)])
+    return check_name("fleet", deployment_id)
 
 
 def _device_topic(fleet: str, device: str, kind: str) -> str:
