@@ -122,6 +122,15 @@ def test_supervisor_forces_a_child_that_ignores_sigterm(tmp_path):
         os.kill(child.pid, 0)
 
 
+def test_supervisor_stops_a_hung_child(tmp_path):
+    with Supervisor(tmp_path) as sup:
+        child = sup.start("frozen", _sleeper())
+        sup.hang("frozen")
+        assert child.running()
+        assert sup.stop("frozen", grace_s=5) == -15  # SIGTERM reaches it once continued
+    assert [r["event"] for r in _rows(tmp_path)] == ["start", "hang", "stop"]
+
+
 def test_supervisor_names_a_command_that_cannot_start(tmp_path):
     with Supervisor(tmp_path) as sup, pytest.raises(FleetUpError, match="cannot start ghost"):
         sup.start("ghost", [str(tmp_path / "no-such-program")])

@@ -95,6 +95,15 @@ class Supervisor:
         self._note("kill", child, returncode=child.popen.returncode, kill_ns=t)
         return t
 
+    def hang(self, name: str) -> int:
+        """SIGSTOP: the process is frozen with its sockets open (a hung board); returns the
+        time in ns. `stop` and `kill` still end it."""
+        child = self.children[name]
+        t = time.time_ns()
+        os.kill(child.pid, signal.SIGSTOP)
+        self._note("hang", child, hang_ns=t)
+        return t
+
     def stop(self, name: str, grace_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `grace_s`; returns the exit status."""
         child = self.children[name]
@@ -103,6 +112,7 @@ class Supervisor:
         child.reported = True
         try:
             os.kill(child.pid, signal.SIGTERM)
+            os.kill(child.pid, signal.SIGCONT)  # a stopped (hung) process must run to exit
             child.popen.wait(timeout=grace_s)
             how = "stop"
         except subprocess.TimeoutExpired:

@@ -240,12 +240,12 @@ def first_after(times: Sequence[int], t: int) -> int | None:
 def detections(f: RunFacts, injections: Sequence[Mapping[str, Any]],
                events: Sequence[Mapping[str, Any]], views_of: Mapping[str, Sequence[int]],
                heartbeat_s: float) -> list[dict[str, Any]]:
-    """Per killed device: kill, suspicion and death times (s after the first frame), the
+    """Per killed (or hung) device: kill, suspicion and death times (s after the first frame), the
     detection delay in heartbeat periods, the first frame pooled without the device (the
     switch), and the frames captured between kill and detection with how they fared."""
     out = []
     for inj in injections:
-        if inj.get("kind") != "kill":
+        if inj.get("kind") not in ("kill", "hang"):
             continue
         device, t_kill = str(inj["device"]), int(inj["t_ns"])
         dead = first_after(_state_events(events, device, "dead"), t_kill)
@@ -254,6 +254,7 @@ def detections(f: RunFacts, injections: Sequence[Mapping[str, Any]],
         killed_s = f.since_start(t_kill)
         row: dict[str, Any] = {
             "device": device, "views": views, "killed_s": round(killed_s, 3),
+            "signal": "SIGKILL" if inj["kind"] == "kill" else "SIGSTOP",
             "suspected_s": None if suspected is None else round(f.since_start(suspected), 3),
             "detected_s": None if dead is None else round(f.since_start(dead), 3),
         }

@@ -84,7 +84,8 @@ def broker_restarts(f: RunFacts, injections: list[dict[str, Any]],
 def _marks(dets: list[dict], joins: list[dict], brokers: list[dict]) -> list[Mark]:
     marks = []
     for d in dets:
-        marks.append(Mark("kill", d["killed_s"], f"kill {d['device']}"))
+        how = "kill" if d["signal"] == "SIGKILL" else "hang"
+        marks.append(Mark("kill", d["killed_s"], f"{how} {d['device']}"))
         if d["detected_s"] is not None:
             marks.append(Mark("detected", d["detected_s"], f"dead {d['device']}"))
         if d["switch_s"] is not None:

@@ -8,7 +8,9 @@ One run, top to bottom:
 2. start a broker (Mosquitto from PATH on a free loopback port, else the embedded one) unless
    `--broker` names one, the aggregator, and one agent process per device, all given one
    start time: frame i is captured at start + i / fps;
-3. at start + t, SIGKILL each `--kill` device, start a new agent for each `--restart` device,
+3. at start + t, SIGKILL each `--kill` device, SIGSTOP each `--hang` device (a hung board:
+   its connection stays open, so only its missing heartbeats give it away), start a new agent
+   for each `--restart` device (a hung one is killed first),
    and stop and start the broker for `--restart-broker`;
 4. after the last frame's deadline, stop every process by its pid (also on an error or
    Ctrl-C), then summarise the run folder (`slimedge.fleet.summary`).
@@ -76,6 +78,9 @@ def add_up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help="frames per second")
     p.add_argument("--kill", default=None,
                    help="SIGKILL devices at times after the first frame: cam01@5s,cam02@7.5s")
+    p.add_argument("--hang", default=None,
+                   help="SIGSTOP devices (hung: the broker keeps their connection, no Last "
+                        "Will; only missed heartbeats reveal them): cam03@5s")
     p.add_argument("--restart", default=None,
                    help="start a killed device again: cam01@20s")
     p.add_argument("--restart-broker", default=None, metavar="TIME",
@@ -108,6 +113,7 @@ class Prepared:
     frames: int
     fps: float
     kills: list[Injection]
+    hangs: list[Injection]
     restarts: list[Injection]
     broker_restart_s: float | None
     broker_down_s: float
@@ -155,10 +161,11 @@ def prepare(args: argparse.Namespace) -> Prepared:
         if not value > 0:
             raise FleetUpError(f"{option}: must be > 0, got {value}")
     kills = parse_schedule(args.kill, "--kill", device_ids(dep))
+    hangs = parse_schedule(args.hang, "--hang", device_ids(dep))
     restarts = parse_schedule(args.restart, "--restart", device_ids(dep))
-    check_story(kills, restarts)
+    check_story(sorted(kills + hangs, key=lambda i: i.at_s), restarts)
     duration = frames / args.fps
-    for option, items in (("--kill", kills), ("--restart", restarts)):
+    for option, items in (("--kill", kills), ("--hang", hangs), ("--restart", restarts)):
         for inj in items:
             if inj.at_s >= duration:
                 raise FleetUpError(f"{option}: {inj.device}@{inj.at_s:g}s is after the last "
@@ -186,7 +193,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
                            "--run-dir)")
     startup = (args.startup_s if args.startup_s is not None
                else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
-    return Prepared(dep, dataset, frames, float(args.fps), kills, restarts, broker_restart,
+    return Prepared(dep, dataset, frames, float(args.fps), kills, hangs, restarts,
+                    broker_restart,
                     parse_time(args.broker_down, "--broker-down"), reference, artifacts,
                     run_dir,
                     public_key, bool(args.emulate_latency), args.broker, float(startup),
@@ -242,16 +250,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @dataclass
 class _Action:
     at_s: float
-    kind: str  # kill | restart | broker-restart
+    kind: str  # kill | hang | restart | broker-restart
     device: str | None = None
 
 
 def _actions(p: Prepared) -> list[_Action]:
     acts = [_Action(i.at_s, "kill", i.device) for i in p.kills]
+    acts += [_Action(i.at_s, "hang", i.device) for i in p.hangs]
     acts += [_Action(i.at_s, "restart", i.device) for i in p.restarts]
     if p.broker_restart_s is not None:
         acts.append(_Action(p.broker_restart_s, "broker-restart"))
-    return sorted(acts, key=lambda a: (a.at_s, a.kind != "kill"))
+    return sorted(acts, key=lambda a: (a.at_s, a.kind == "restart"))
 
 
 def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
@@ -280,6 +289,7 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                     "start_ns": start_ns, "devices": devices, "fleet": p.dep.fleet,
                     "views_of": {d: list(p.dep.devices[d].views) for d in devices},
                     "kills": [i.__dict__ for i in p.kills],
+                    "hangs": [i.__dict__ for i in p.hangs],
                     "restarts": [i.__dict__ for i in p.restarts],
                     "broker_restart_s": p.broker_restart_s, "broker_down_s": p.broker_down_s,
                     "broker": {"kind": kind, "url": url},
@@ -324,7 +334,14 @@ def _drive(p: Prepared, sup: Supervisor, broker: Any, url: str, start_ns: int,
             append_jsonl(injections, {"kind": "kill", "device": act.device, "t_ns": t,
                                       "at_s": act.at_s})
             say(f"t={act.at_s:g}s: SIGKILL {act.device}")
+        elif act.kind == "hang":
+            t = sup.hang(act.device)
+            append_jsonl(injections, {"kind": "hang", "device": act.device, "t_ns": t,
+                                      "at_s": act.at_s})
+            say(f"t={act.at_s:g}s: SIGSTOP {act.device}")
         elif act.kind == "restart":
+            if sup.children[act.device].running():  # hung: gone for good before the new one
+                sup.kill(act.device)
             t = time.time_ns()
             sup.start(act.device, agent_argv(p, act.device, url, start_ns))
             append_jsonl(injections, {"kind": "restart", "device": act.device, "t_ns": t,
