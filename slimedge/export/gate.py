@@ -69,6 +69,9 @@ METHOD = ("paired: Newcombe hybrid score interval (method 10) on float - deploye
           f"refused when its one-sided {CONFIDENCE:.0%} lower bound exceeds the tolerance; "
           f"frames: disagreement allowed only where the float top-2 margin <= delta_i = "
           f"{DELTA_STEPS:g} x the frame's one-step logit quantization error")
+# What decides the gate's verdict (a stage that caches an export reruns it when these change).
+GATE_SETTINGS = {"delta_steps": DELTA_STEPS, "tolerance": TOLERANCE, "confidence": CONFIDENCE,
+                 "interval": "newcombe-hybrid-score-paired", "exactness": "bit-exact int8"}
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LISTED = 8  # frames named in a message
 
