@@ -69,6 +69,11 @@ def _device_parsers(sub: argparse._SubParsersAction) -> None:
     _command(dsub, "show", "every field of one board, with its source", cmd.show_board,
              cmd.add_show_options)
     fsub = _group(sub, "fleet", "fleet files (firmware_configs/fleets)")
+    from slimedge.fleet import credentials as cred
+
+    _command(fsub, "credentials", "broker password file, ACL and passwords for a deployment "
+             "(each device may publish only on its own topics)", cred.credentials,
+             cred.add_credentials_options)
     _command(fsub, "show", "the devices of a fleet, their boards and views", cmd.show_fleet,
              cmd.add_fleet_options)
 
