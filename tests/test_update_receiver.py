@@ -80,3 +80,21 @@ def test_open_provisions_once_then_recovers(world, tmp_path):  # noqa: F811
     old = DeploymentManifest.from_json((world["old"] / "manifest.json").read_bytes())
     info = restarted.open(world["old"], old, PI_DEVICE)  # the updated model, not --deploy's
     assert (info.sequence, info.model_sha256) == (5, up.manifest.model_sha256)
+
+
+def test_open_updates_serves_the_deployment_first_then_the_update(world, tmp_path):  # noqa: F811
+    from slimedge.runtime.update_receiver import open_updates
+
+    state = tmp_path / "state"
+    rx, path, info = open_updates(state, world["old"], PI_DEVICE, "rpi4b", world["public"])
+    assert (info.sequence, info.model_sha256) == (0, old_sha(world, PI_DEVICE))
+    assert path.read_bytes() == (world["old"] / "devices" / "cam01.tflite").read_bytes()
+    rx.slots.clock = lambda: NOW
+    up = update_for(world, PI_DEVICE, 5)
+    for c in up.chunks(4096):
+        rx.handle(wire.encode_chunk(c))
+    rx.handle(wire.encode_offer(up.offer(4096)))
+    rx.commit()
+    _, path, info = open_updates(state, world["old"], PI_DEVICE, "rpi4b", world["public"])
+    assert (info.sequence, info.deployment_id) == (5, "fleet-new")
+    assert path.parent.name in ("a", "b") and info.model_sha256 == up.manifest.model_sha256

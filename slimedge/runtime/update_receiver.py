@@ -188,3 +188,21 @@ class UpdateLink:
     def sequence(self) -> int:
         """The update sequence served (heartbeats carry it)."""
         return self.receiver.slots.current()[1].sequence
+
+
+def open_updates(state_dir: str | Path, deploy_dir: str | Path, device: str, board: str,
+                 public_key: str | Path) -> tuple[UpdateReceiver, Path, SlotInfo]:
+    """At agent start, after the deployment verified: the device's slots in `state_dir`
+    (provisioned from `deploy_dir` on the first start, recovered from a crash after), and the
+    model to serve — the deployment's, or a newer one applied by an update since."""
+    from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
+    from slimedge.runtime.selftest import self_test
+    from slimedge.runtime.update import load_trust
+
+    root = Path(deploy_dir)
+    manifest = DeploymentManifest.from_json((root / MANIFEST_NAME).read_bytes(),
+                                            source=str(root / MANIFEST_NAME))
+    slots = UpdateSlots(state_dir, load_trust(device, board, public_key), self_test=self_test)
+    slots.open(root, manifest, device)
+    path, info = slots.current()
+    return UpdateReceiver(slots), path, info
