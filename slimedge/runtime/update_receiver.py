@@ -37,8 +37,19 @@ from slimedge.runtime.update_messages import (
     decode,
 )
 
+_REMEMBERED = 64  # sequences whose first-message time / refusal is kept (bounded memory)
+
+
+def _remember(table: dict[int, Any], key: int, value: Any) -> None:
+    """table[key] = value if absent, keeping only the _REMEMBERED highest keys."""
+    table.setdefault(key, value)
+    while len(table) > _REMEMBERED:
+        del table[min(table)]
+
 
 class UpdateReceiver:
+    """Update-topic messages -> `UpdateSlots` operations -> acknowledgments (module doc)."""
+
     def __init__(self, slots: UpdateSlots, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = slots
@@ -46,7 +57,7 @@ class UpdateReceiver:
         self._lock = threading.Lock()
         self._started: dict[int, float] = {}  # sequence -> when its first message arrived
         self._ready: int | None = None
-        self._answered: set[int] = set()  # sequences refused: later chunks stay quiet
+        self._answered: dict[int, bool] = {}  # sequences refused: later chunks stay quiet
         self.counts = {"messages": 0, "malformed": 0, "ignored_chunks": 0, "refused": 0,
                        "applied": 0}
 
@@ -69,7 +80,7 @@ class UpdateReceiver:
             except UpdateMessageError:
                 self.counts["malformed"] += 1
                 return []
-            self._started.setdefault(msg.sequence, self.clock())
+            _remember(self._started, msg.sequence, self.clock())
             try:
                 if isinstance(msg, Chunk):
                     return self._chunk(msg)
@@ -81,7 +92,7 @@ class UpdateReceiver:
 
     def _refuse(self, sequence: int, reason: str, detail: str) -> Ack:
         self.counts["refused"] += 1
-        self._answered.add(sequence)
+        _remember(self._answered, sequence, True)
         if sequence > self.slots.current()[1].sequence:
             self.slots.drop(sequence)
         return self._ack(sequence, REFUSED, reason, detail)
@@ -91,7 +102,7 @@ class UpdateReceiver:
             return [self._ack(sequence, APPLIED, message="already running")]
         if self._ready == sequence:
             return []  # staged, waiting for the frame loop to commit
-        self._answered.discard(sequence)
+        self._answered.pop(sequence, None)
         gaps = self.slots.missing(sequence)
         if gaps:
             return [self._ack(sequence, MISSING, missing=gaps)]
