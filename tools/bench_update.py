@@ -117,8 +117,8 @@ def bench(args: argparse.Namespace) -> dict:
                 [sys.executable, __file__, "device", broker.url, fleet, d.device, d.board,
                  str(state), str(public), str(work / "stop")], cwd=ROOT))
         time.sleep(2.0)
-        for mode in ("full", "link"):
-            for r in range(args.repeats):
+        for r in range(args.repeats):  # modes alternate, so a load drift hits both alike
+            for mode in ("full", "link"):
                 for deploy, rollback in ((new, False), (old, True)):
                     s = run_push(deploy, broker.url, key=args.key, fleet=fleet,
                                  timeout=args.timeout, listen=1.0, push_all=True,
