@@ -120,6 +120,7 @@ class Agent:
         self.last_frame: int | None = None
         self.inference_s: list[float] = []  # per frame, for the summary's median
         self.overhead_s: list[float] = []  # per frame: encode + enqueue beyond inference
+        self.publish_s: list[float] = []  # per frame: handing the message to the link
         self.error: SlimEdgeError | None = None
         f = dev.fleet
         self.topic_features = topics.features(f, dev.device)
@@ -187,7 +188,9 @@ class Agent:
                 self._stop.wait(0.005)
             if item is None or self._stop.is_set():
                 continue
+            t0 = time.perf_counter()
             ok = self.client.publish(self.topic_features, item.payload)
+            self.publish_s.append(time.perf_counter() - t0)
             with self._lock:
                 self.counts["published" if ok else "dropped_link"] += 1
 
@@ -196,8 +199,12 @@ class Agent:
     def run(self) -> dict[str, Any]:
         cfg, dev = self.cfg, self.dev
         self.client.start(wait=None)
-        try:
-            self.client.wait_connected(cfg.connect_wait_s)
+        end = time.monotonic() + cfg.connect_wait_s
+        try:  # wait for the broker a while (a signal still stops us), then run regardless:
+            # frames made while it is away wait in the outbox
+            while not self.client.wait_connected(0.1) and time.monotonic() < end:
+                if self._stop.is_set():
+                    break
         except SlimEdgeError as e:  # refused: no point in running
             self.client.stop()
             raise AgentError(f"device {dev.device}: {e}") from None
@@ -282,6 +289,7 @@ class Agent:
             "last_frame": self.last_frame,
             "inference_ms_median": med(self.inference_s),
             "overhead_ms_median": med(self.overhead_s),
+            "publish_ms_median": med(self.publish_s),
             "link": self.client.stats(),
         }
 
