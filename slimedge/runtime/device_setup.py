@@ -111,7 +111,13 @@ def load_device(deploy_dir: str | os.PathLike, device: str,
     path = root / entry.artifact
     arena = None
     if entry.is_mcu:
+        import importlib.util
+
         from slimedge.runtime.mcu import TflmRunner, check_arena
+
+        if importlib.util.find_spec("tflite_micro") is None:
+            raise SetupError(f"device {device} (board {entry.board}) runs TFLite Micro: the "
+                             "emulated MCU node needs the tflite-micro package (x86_64 wheel)")
 
         arena = check_arena(path, entry.memory_budget_bytes, device=device, board=entry.board)
         engine, runtime = TflmRunner(path, entry.memory_budget_bytes), "tflm"
