@@ -159,26 +159,30 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
         raise PushError(f"--devices: {', '.join(unknown)} not in deployment "
                         f"{manifest.deployment_id}")
 
-    client = MqttClient(broker, name="slimedge-push", inbound_max=100_000,
-                        subscriptions=[(topics.ack_all(fleet), 1),
-                                       (topics.heartbeat_all(fleet), 0)]
-                        + [(topics.update(fleet, n), 1) for n in names])
-    client.start()
+    # What devices run: heard on a client of its own, so the delivery client below receives
+    # acknowledgments only (not its own chunks echoed back from the update topics).
+    watcher = MqttClient(broker, name="slimedge-push-watch",
+                         subscriptions=[(topics.heartbeat_all(fleet), 0)]
+                         + [(topics.update(fleet, n), 1) for n in names]).start()
     try:
-        states = _listen(client, fleet, names, listen)
-        changed = [n for n in names if push_all or not _runs(states[n], manifest.device(n))]
-        counter = SequenceCounter(key_path.parent / SEQUENCE_FILE)
-        seen = max([s.sequence for s in states.values()] + [0])
-        outcomes: dict[str, Outcome] = {n: Outcome(UNCHANGED) for n in names if n not in changed}
-        sequence = None
-        if changed:
-            sequence = counter.next(at_least=seen)
-            updates = build_updates(deploy, key_path, sequence=sequence, devices=changed,
-                                    expires_in_s=expires, rollback=rollback)
-            bandwidth = _link_bandwidths(manifest, changed) if emulate_link else {}
-            outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout, bandwidth))
+        states = _listen(watcher, fleet, names, listen)
     finally:
-        client.stop()
+        watcher.stop()
+    changed = [n for n in names if push_all or not _runs(states[n], manifest.device(n))]
+    outcomes: dict[str, Outcome] = {n: Outcome(UNCHANGED) for n in names if n not in changed}
+    sequence = None
+    if changed:
+        seen = max([s.sequence for s in states.values()] + [0])
+        sequence = SequenceCounter(key_path.parent / SEQUENCE_FILE).next(at_least=seen)
+        updates = build_updates(deploy, key_path, sequence=sequence, devices=changed,
+                                expires_in_s=expires, rollback=rollback)
+        bandwidth = _link_bandwidths(manifest, changed) if emulate_link else {}
+        client = MqttClient(broker, name="slimedge-push", inbound_max=100_000,
+                            subscriptions=[(topics.ack_all(fleet), 1)]).start()
+        try:
+            outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout, bandwidth))
+        finally:
+            client.stop()
     return {
         "deployment_id": manifest.deployment_id, "fleet": fleet, "sequence": sequence,
         "broker": broker, "chunk_bytes": chunk_bytes, "emulate_link": emulate_link,
