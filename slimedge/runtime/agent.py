@@ -25,6 +25,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from slimedge.runtime.mqtt import Message, MqttClient
 __all__ = ["Agent", "AgentConfig", "AgentError", "heartbeat_payload", "main", "run_agent"]
 
 log = logging.getLogger("slimedge.agent")
+TIMINGS_KEPT = 4096
 
 
 class AgentError(SlimEdgeError):
@@ -118,9 +120,11 @@ class Agent:
         self.counts = {"frames": 0, "published": 0, "dropped_link": 0, "dropped_held": 0,
                        "heartbeats": 0}
         self.last_frame: int | None = None
-        self.inference_s: list[float] = []  # per frame, for the summary's median
-        self.overhead_s: list[float] = []  # per frame: encode + enqueue beyond inference
-        self.publish_s: list[float] = []  # per frame: handing the message to the link
+        # per-frame timings of the last TIMINGS_KEPT frames (medians in the summary): bounded,
+        # so a daemon that runs for months does not grow
+        self.inference_s: deque[float] = deque(maxlen=TIMINGS_KEPT)
+        self.overhead_s: deque[float] = deque(maxlen=TIMINGS_KEPT)  # encode + enqueue
+        self.publish_s: deque[float] = deque(maxlen=TIMINGS_KEPT)  # handing it to the link
         self.error: SlimEdgeError | None = None
         f = dev.fleet
         self.topic_features = topics.features(f, dev.device)
@@ -276,7 +280,7 @@ class Agent:
         dev = self.dev
         with self._lock:
             counts = dict(self.counts)
-        def med(xs: list[float]) -> float | None:
+        def med(xs: deque[float]) -> float | None:
             return round(statistics.median(xs) * 1e3, 4) if xs else None
 
         return {
