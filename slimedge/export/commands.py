@@ -77,8 +77,9 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-misfit", action="store_true",
                    help="export a level that does not fit its device's memory (reported)")
     p.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
-                   help="top-1 agreement with Keras on the test split required (default 0.99; "
-                   "a lower value is reported as a warning)")
+                   help="deprecated, informational: raw top-1 agreement with the float Keras "
+                   "pipeline below FRACTION adds a warning to the summary; the deploy gate "
+                   "(exactness, int8 vs float accuracy and margins) decides")
 
 
 def _parse_formats(items: list[str]) -> dict[str, str]:

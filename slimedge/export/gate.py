@@ -28,11 +28,15 @@ device, file or frames at fault:
    outside that level's int8 range (clipping). eps_i comes from the float features, the
    ladder's scales and the classifier only, never from the artifacts being judged, so a
    broken artifact cannot widen its own allowance. A disagreeing frame with margin > delta_i
-   is a defect. Why 4: over five tiny training seeds (levels 0/0.5/0.75, val and test splits)
-   and a quick-demo ladder (10 classes, levels 0..0.75), a correct int8 system's largest
-   margin change was 1.02 eps_i (typically 0.5 eps_i; `tools/gate_margins.py` prints the
-   table): 4 leaves a 3.9x headroom, while a defect (a wrong scale, a swapped level, another
-   model's head) moves logits by the size of the margins themselves.
+   is a defect. Why 8: over five tiny training seeds (levels 0/0.5/0.75, val and test splits)
+   and a quick-demo ladder (10 classes, levels 0..0.75), 32 configurations in all, a correct
+   int8 system's largest margin change was 2.36 eps_i, its per-configuration median 0.08 to
+   0.53 eps_i (`tools/gate_margins.py` prints the table): 8 leaves a 3.4x headroom over the
+   worst frame seen (the first-order bound is not a bound across ReLU kinks, and a branch's
+   int8 error accumulates to a few steps), while a defect (a wrong scale, a swapped level,
+   another model's head) moves logits by the size of the margins themselves. On a weakly
+   trained model whose margins are of the order of its quantization noise, most frames are
+   near-ties and the accuracy check and exactness carry the gate; the summary says how many.
 
 3. **Int8 vs float, accuracy.** The deployed system's test accuracy may fall below the float
    pipeline's by at most `TOLERANCE`, judged on the paired outcomes of the same frames with
@@ -61,7 +65,7 @@ from slimedge.export import ExportError
 from slimedge.export.agreement import ViewFeatures, feature_error, pool_views
 from slimedge.export.paired import PairedCounts, paired_difference_interval
 
-DELTA_STEPS = 4.0  # delta_i = DELTA_STEPS x the frame's one-step logit quantization error
+DELTA_STEPS = 8.0  # delta_i = DELTA_STEPS x the frame's one-step logit quantization error
 TOLERANCE = 0.01  # largest accuracy loss (fraction) of the deployed system against float
 CONFIDENCE = 0.99  # one-sided level of the paired interval's lower bound
 LOGIT_RTOL = 1e-4  # head.tflite vs the ladder classifier: float32 rounding, relative to max |z|
@@ -99,10 +103,11 @@ class GateReference:
 
     @classmethod
     def from_ladder(cls, ladder_dir: str | Path, float_features: Mapping[int, np.ndarray],
-                    float_head: Any, weights: np.ndarray | None = None) -> GateReference:
+                    float_head: Any, weights: np.ndarray | None = None, *,
+                    split: str = "test") -> GateReference:
         from slimedge.ladder.evaluator import Evaluator
 
-        ev = Evaluator.from_ladder(ladder_dir, "test")
+        ev = Evaluator.from_ladder(ladder_dir, split)
         if ev.scales is None or ev.zero_points is None:
             raise ExportError(f"{ladder_dir}: the ladder's cached features are not int8")
         return cls(ev, float_features, float_head, weights)
