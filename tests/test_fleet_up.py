@@ -316,3 +316,39 @@ def test_broker_restart_every_client_reconnects(trio, tiny_ladder, tmp_path):
     assert b["after_recovery"]["lost"] == 0
     assert s["lost"] == b["outage"]["lost"]  # every lost frame is one of the outage's
     assert s["mismatches"] == 0
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_run_stops_every_process(trio, tiny_ladder, tmp_path, sig):
+    """Ctrl-C (or SIGTERM) while the fleet starts: fleet up exits 130 and every process it
+    started (broker included) is gone."""
+    import signal
+    import subprocess
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slimedge.cli", "fleet", "up", "--deploy", str(trio / "deploy"),
+         "--dataset", str(tiny_ladder.root / "dataset"), "--ladder", str(tiny_ladder.ladder),
+         "--run-dir", str(run), "--startup-s", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_starts(run)) < 4:  # the aggregator and three agents
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    broker = json.loads((run / "run.json").read_text())["broker"]
+    assert broker["kind"] in ("mosquitto", "embedded")
+    for pid in [*_starts(run), broker["pid"]]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _starts(run) -> list[int]:
+    path = run / PROCESS_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(x)["pid"] for x in path.read_text().splitlines()
+            if x.strip() and json.loads(x)["event"] == "start"]

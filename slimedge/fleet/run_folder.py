@@ -298,5 +298,8 @@ def rejoins(f: RunFacts, injections: Sequence[Mapping[str, Any]],
             "used_again_frame": int(used[0]) if len(used) else None,
             "used_again_s": round(float(t[used[0]]), 3) if len(used) else None,
             "frames_using_it_after": int(len(used)),
+            # A replay restarts at frame 0: the new process sends the frames before its
+            # first live one again, and the aggregator refuses those (duplicate or late).
+            "old_frames_resent": None if not len(used) else int(used[0]) * len(views),
         })
     return out

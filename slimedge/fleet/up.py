@@ -292,7 +292,8 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                     "hangs": [i.__dict__ for i in p.hangs],
                     "restarts": [i.__dict__ for i in p.restarts],
                     "broker_restart_s": p.broker_restart_s, "broker_down_s": p.broker_down_s,
-                    "broker": {"kind": kind, "url": url},
+                    "broker": {"kind": kind, "url": url,
+                               "pid": None if broker is None else broker.pid},
                     "emulate_latency": p.emulate_latency, "heartbeat_s": p.heartbeat_s,
                     "evaluator": {"source": p.reference.source, "note": p.reference.note},
                     **p.extra}
