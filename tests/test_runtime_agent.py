@@ -259,3 +259,31 @@ def test_folder_and_plugin_sources_feed_the_agent(dep, mqtt_broker, tmp_path):
         want = runner.run(fit_image(rgb[f.seq], (16, 16, 1), where="test"))
         assert np.array_equal(f.features, want.features)
     assert [f.seq for f in _features(msgs, "cam02")] == [0, 1, 2, 3] and sb["frames"] == 4
+
+
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed")
+def test_agent_under_fleet_credentials_and_acl(dep, tmp_path):
+    from slimedge.fleet.broker import start_broker
+    from slimedge.fleet.credentials import write_credentials
+    from slimedge.runtime.mqtt import MQTT5
+
+    creds = write_credentials(dep.deploy, tmp_path / "creds")
+    with start_broker(kind="mosquitto", workdir=tmp_path / "b",
+                      config_extras=creds.broker_config) as b:
+        agg = MqttClient(creds.url("aggregator", b.host, b.port), name="agg", protocol=MQTT5,
+                         subscriptions=[(topics.features_all(FLEET), 1),
+                                        (topics.heartbeat_all(FLEET), 1),
+                                        (topics.status_all(FLEET), 1)]).start()
+        # everything an agent publishes (features, heartbeat, status, its Will) is allowed
+        rc, summary, err = _finish(_agent(dep, creds.url("cam01", b.host, b.port), "cam01",
+                                          "--frames", "5", "--fps", "50"))
+        assert rc == 0, err
+        msgs = _collect(agg, lambda got: any(m.payload == b"stopped" for m in got))
+        assert [f.seq for f in _features(msgs, "cam01")] == list(range(5))
+        assert _by_kind(msgs, "cam01", "heartbeat")
+        # another device's password is refused at once, with a one-line reason
+        wrong = creds.url("cam01", b.host, b.port).replace(
+            creds.users["cam01"]["password"], creds.users["cam02"]["password"])
+        rc, _, err = _finish(_agent(dep, wrong, "cam01", "--frames", "5"))
+        assert rc == 2 and "refused the connection" in err and "Not authorized" in err
+        agg.stop()
