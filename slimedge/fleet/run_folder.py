@@ -252,6 +252,9 @@ def detections(f: RunFacts, injections: Sequence[Mapping[str, Any]],
         suspected = first_after(_state_events(events, device, "suspected"), t_kill)
         views = device_views(views_of, device)
         killed_s = f.since_start(t_kill)
+        # The frame captured just before the kill may not have left the device yet: frames
+        # from one period before the kill on can miss it.
+        exposed = np.asarray(f.t_s(np.arange(f.frames))) > killed_s - 1.0 / f.fps
         row: dict[str, Any] = {
             "device": device, "views": views, "killed_s": round(killed_s, 3),
             "signal": "SIGKILL" if inj["kind"] == "kill" else "SIGSTOP",
@@ -264,12 +267,12 @@ def detections(f: RunFacts, injections: Sequence[Mapping[str, Any]],
             row["detection_delay_s"] = round(delay, 3)
             row["heartbeat_periods"] = round(delay / heartbeat_s, 2)
             t = np.asarray(f.t_s(np.arange(f.frames)))
-            window = (t >= killed_s) & (t <= f.since_start(dead))
+            window = exposed & (t <= f.since_start(dead))
             w = stretch(f, window)
             without = window & f.answered & ~f.live[:, views].any(axis=1)
             w["answered_without_device"] = int(without.sum())
             row["window"] = w
-        gone = np.flatnonzero(f.answered & (np.asarray(f.t_s(np.arange(f.frames))) >= killed_s)
+        gone = np.flatnonzero(f.answered & exposed
                               & ~f.live[:, views].any(axis=1))
         row["switch_frame"] = int(gone[0]) if len(gone) else None
         row["switch_s"] = round(float(f.t_s(int(gone[0]))), 3) if len(gone) else None
