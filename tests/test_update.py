@@ -380,3 +380,15 @@ def test_unsigned_chunks_cannot_fill_the_disk(world, tmp_path):
     assert slots.missing(103) == [[0, up.manifest.bytes]]
     apply(slots, up)
     assert serving(slots) == (up.manifest.model_sha256, 103)
+
+
+def test_signed_artifact_that_does_not_load_fails_its_self_test(world, tmp_path):
+    import hashlib
+
+    slots = make_slots(world, tmp_path)
+    up = update_for(world, PI_DEVICE, 5)
+    junk = b"not a flatbuffer " * 64
+    sha = hashlib.sha256(junk).hexdigest()
+    bad = resign(replace(up, payload=junk), world["key"], sha256=sha, bytes=len(junk),
+                 files=(upd.PayloadFile("cam01.tflite", 0, len(junk), sha),))
+    assert "LiteRT cannot load it" in refused(slots, bad, upd.SELF_TEST)

@@ -21,18 +21,20 @@ def fixed_image(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def self_test(model_path: Path, manifest: UpdateManifest) -> str:
-    """A one-line summary when the model passes; UpdateRefusedError(SELF_TEST) says why not."""
-    from slimedge.runtime.branch import BranchError, BranchRunner
+    """A one-line summary when the model passes; UpdateRefusedError(SELF_TEST) says why not.
+    The model runs in the runtime the device serves it with: TFLite Micro within the board's
+    arena budget on a microcontroller board (`runtime.mcu`), LiteRT otherwise."""
+    from slimedge.errors import SlimEdgeError
 
     def refuse(msg: str) -> UpdateRefusedError:
-        return UpdateRefusedError(SELF_TEST, f"update {manifest.sequence} ({model_path.name}): "
-                                  f"{msg}")
+        return UpdateRefusedError(SELF_TEST, f"update {manifest.sequence} "
+                                  f"({model_path.name}): {msg}")
 
     try:
-        runner = BranchRunner(model_path)
+        runner, where = _runner(model_path, manifest)
         out = runner.run(fixed_image(runner.image_shape))
-    except BranchError as exc:
-        raise refuse(f"does not load or run in LiteRT: {exc}") from None
+    except SlimEdgeError as exc:
+        raise refuse(str(exc)) from None
     want_in = manifest.input
     got_shape = (1, *runner.image_shape)
     if got_shape != want_in.shape or str(runner.input_dtype) != want_in.dtype:
@@ -51,26 +53,19 @@ def self_test(model_path: Path, manifest: UpdateManifest) -> str:
                          f"manifest says ({want.scale:.9g}, {want.zero_point})")
     if not np.all(np.isfinite(out.dequantized())):
         raise refuse("the fixed input gives non-finite features")
-    summary = (f"LiteRT: fixed input -> {got_dtype} features (1, {dim}) as signed")
-    if manifest.is_mcu:
-        summary += "; " + _tflm_check(model_path, manifest, refuse)
-    return summary
+    return f"{where}: fixed input -> {got_dtype} features (1, {dim}) as signed"
 
 
-def _tflm_check(model_path: Path, manifest: UpdateManifest, refuse) -> str:  # noqa: ANN001
-    """The model runs in TFLite Micro with the board's arena budget as the arena limit (in a
-    child process: an arena far too small can crash the interpreter)."""
-    from slimedge.profile.tflm import GENEROUS_ARENA, TFLMError, probe_arena
+def _runner(model_path: Path, manifest: UpdateManifest) -> tuple[object, str]:
+    if not manifest.is_mcu:
+        from slimedge.runtime.branch import BranchRunner
+
+        return BranchRunner(model_path), "LiteRT"
+    # The arena is probed in a child process first: an arena far too small can crash
+    # TFLite Micro, and a device must refuse an update, not crash on it.
+    from slimedge.runtime.mcu import TflmRunner, check_arena
 
     budget = int(manifest.arena_budget_bytes or 0)
-    try:
-        probe = probe_arena(model_path, budget)
-        if probe.ok:
-            return (f"TFLite Micro: runs in {probe.total_bytes} bytes of arena, within the "
-                    f"board budget of {budget}")
-        need = probe_arena(model_path, GENEROUS_ARENA)
-    except TFLMError as exc:
-        raise refuse(f"TFLite Micro cannot run it: {exc}") from None
-    needed = f"needs {need.total_bytes} bytes" if need.ok else f"does not run ({need.message})"
-    raise refuse(f"TFLite Micro: {needed} of arena, board {manifest.board}'s budget is "
-                 f"{budget} bytes ({probe.message})")
+    used = check_arena(model_path, budget, device=manifest.device, board=manifest.board)
+    return (TflmRunner(model_path, budget),
+            f"TFLite Micro: runs in {used} bytes of arena, within the board budget of {budget}")
