@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from slimedge.errors import SlimEdgeError
@@ -65,9 +66,9 @@ def _device_parsers(sub: argparse._SubParsersAction) -> None:
 
     dsub = _group(sub, "devices", "the device catalog (firmware_configs/devices)")
     _command(dsub, "list", "list the boards of the catalog", cmd.list_boards,
-             cmd.add_list_options)
+             cmd.add_list_options).set_defaults(text=cmd.list_text)
     _command(dsub, "show", "every field of one board, with its source", cmd.show_board,
-             cmd.add_show_options)
+             cmd.add_show_options).set_defaults(text=cmd.board_text)
     fsub = _group(sub, "fleet", "fleet files (firmware_configs/fleets)")
     from slimedge.fleet import credentials as cred
 
@@ -75,22 +76,24 @@ def _device_parsers(sub: argparse._SubParsersAction) -> None:
              "(each device may publish only on its own topics)", cred.credentials,
              cred.add_credentials_options)
     _command(fsub, "show", "the devices of a fleet, their boards and views", cmd.show_fleet,
-             cmd.add_fleet_options)
+             cmd.add_fleet_options).set_defaults(text=cmd.fleet_text)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge.model import commands as cmd
 
-    _command(sub, "train", "train the MVCNN (branch + head) with failout", cmd.train,
-             cmd.add_train_options)
+    p = _command(sub, "train", "train the MVCNN (branch + head) with failout", cmd.train,
+                 cmd.add_train_options)
+    p.set_defaults(library_log=True)
 
 
 def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.ladder import commands as cmd
 
     lsub = _group(sub, "ladder", "the pruning ladder: levels, measured costs")
-    _command(lsub, "build", "prune, fine-tune, measure and cache every level", cmd.build,
-             cmd.add_build_options)
+    p = _command(lsub, "build", "prune, fine-tune, measure and cache every level", cmd.build,
+                 cmd.add_build_options)
+    p.set_defaults(library_log=True)
     p = _command(lsub, "info", "per-level measured costs and accuracy", cmd.info)
     p.add_argument("ladder")
 
@@ -126,8 +129,9 @@ def _export_parsers(sub: argparse._SubParsersAction) -> None:
     ksub = _group(sub, "keys", "signing keys for deployments")
     _command(ksub, "generate", "a new Ed25519 key pair (private + public PEM)",
              cmd.keys_generate, cmd.add_keys_generate_options)
-    _command(sub, "export", "per-device artifacts, verified, in a signed deployment",
-             cmd.export, cmd.add_export_options)
+    p = _command(sub, "export", "per-device artifacts, verified, in a signed deployment",
+                 cmd.export, cmd.add_export_options)
+    p.set_defaults(library_log=True)
     _command(sub, "verify", "check a deployment: signature, hashes, artifacts load",
              cmd.verify, cmd.add_verify_options)
 
@@ -169,6 +173,9 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a small version that runs in minutes")
     p.add_argument("--force", action="store_true", help="rerun every stage even if up to date")
     p.add_argument("--workers", type=int, default=None, help="processes for parallel stages")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of training, the ladder and the search (the dataset stays fixed)")
+    p.set_defaults(text=demo.summary_text)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -195,6 +202,34 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _push_parser(sub)
     _demo_parser(sub)
     return parser
+
+
+def _library_log(args: argparse.Namespace) -> Path | None:
+    """Where a command that runs TensorFlow/LiteRT sends their messages: beside its output."""
+    out = getattr(args, "out", None)
+    if not getattr(args, "library_log", False) or not out:
+        return None
+    out = Path(out)
+    return out.parent / f"{out.name}.log"
+
+
+def _run_quietly(handler: Handler, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the handler; a command with a library log keeps warnings and native logs there
+    (slimedge.console), so the console holds its own lines and progress bars only."""
+    log = _library_log(args)
+    if log is None:
+        return handler(args)
+    from slimedge.console import Console
+
+    console = Console()
+    try:
+        with console.capture(log):
+            summary = handler(args)
+    finally:
+        console.close()
+    if not getattr(args, "json", False):
+        print(f"(library messages: {log})", file=sys.stderr)
+    return summary
 
 
 def _print_text(obj: Any, indent: int = 0) -> None:
@@ -236,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        summary = handler(args)
+        summary = _run_quietly(handler, args)
     except SlimEdgeError as exc:
         print(f"slimedge {args.command}: error: {exc}", file=sys.stderr)
         # Some errors are answers too (an infeasible plan): scripts get them as JSON.
@@ -249,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "json", False):
             print(json.dumps(summary, default=str))
+        elif summary and getattr(args, "text", None):
+            print(args.text(summary))  # the command's own layout (tables, a short summary)
         elif summary:
             _print_text(summary)
     except BrokenPipeError:  # output piped into `head` and the like

@@ -5,21 +5,36 @@ with measured costs and cached features) -> importance -> plan (for the default 
 -> deploy (signed, verified per-device artifacts) -> report.
 A stage whose inputs did not change is skipped, so a second run is cheap and an
 interrupted run resumes where it stopped.
+
+`--seed` drives every learning and search draw (training's weights, object order, failout and
+augmentation; the ladder's calibration and fine-tuning; the planner's search). The dataset
+does not follow it: it is the fixed world every seed learns from, so runs with different seeds
+differ in what was learnt, not in what was seen.
+
+A stage whose goal the data cannot meet (an infeasible plan) is "unmet": its reason goes to the
+console, the report and the summary, the stages that need its output are "blocked", and the
+run goes on with the rest (the report is still written) and exits 0. Only a defect stops the
+run (StageError: non-zero exit, the stage and cause named, with its log).
+
+The console shows one line per stage and progress bars; what third-party libraries print
+(warnings, TensorFlow and LiteRT logs) goes to `<work>/logs/<stage>.log` (slimedge.console).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slimedge.errors import SlimEdgeError
-from slimedge.pipeline import Stage, WorkFolder, fingerprint
+from slimedge.errors import SlimEdgeError, StageError
+from slimedge.pipeline import OK, Stage, StageOutcome, WorkFolder, fingerprint
 
 DEMO_FLEET = "mixed12"  # firmware_configs/fleets/mixed12.yaml
+LOGS_DIR = "logs"  # <work>/logs/<stage>.log: what third-party libraries printed
 QUICK_CLASSES = ("airplane", "bed", "bottle", "car", "chair", "cup", "guitar", "lamp", "monitor",
                  "table")
 
@@ -32,7 +47,8 @@ class DemoSettings:
     plan: dict[str, Any]  # floors relative to the unpruned accuracy, search size
 
 
-def settings(quick: bool) -> DemoSettings:
+def settings(quick: bool, seed: int = 0) -> DemoSettings:
+    """The demo's settings; `seed` for training, the ladder and the search (not the dataset)."""
     from slimedge.data.generator import GeneratorConfig
     from slimedge.ladder.build import LadderConfig
     from slimedge.model.train import TrainConfig
@@ -43,19 +59,19 @@ def settings(quick: bool) -> DemoSettings:
             generator=GeneratorConfig.quick(classes=QUICK_CLASSES, objects_per_class=30),
             train=TrainConfig(epochs=10, width=0.5, feature_dim=64, head_hidden=64,
                               failout_rate=0.25, failout_warmup_epochs=2, failout_ramp_epochs=2,
-                              patience=4),
+                              patience=4, seed=seed),
             ladder=LadderConfig(levels=(0.0, 0.25, 0.5, 0.75), finetune_epochs=1,
-                                latency_repeats=20, calibration_images=64),
+                                latency_repeats=20, calibration_images=64, seed=seed),
             plan={"min_accuracy_rel": 0.9, "k": 1, "min_accuracy_k_rel": 0.8, "pop": 24,
-                  "generations": 15},
+                  "generations": 15, "seed": seed},
         )
     return DemoSettings(
         generator=GeneratorConfig.default(),
         train=TrainConfig(epochs=30, failout_rate=0.25, failout_warmup_epochs=3,
-                          failout_ramp_epochs=3, patience=6),
-        ladder=LadderConfig(),
+                          failout_ramp_epochs=3, patience=6, seed=seed),
+        ladder=LadderConfig(seed=seed),
         plan={"min_accuracy_rel": 0.97, "k": 1, "min_accuracy_k_rel": 0.93, "pop": 64,
-              "generations": 80},
+              "generations": 80, "seed": seed},
     )
 
 
@@ -89,7 +105,7 @@ def _model_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
                 "head_failout_kept_epoch": stage.get("best_epoch")}
 
     inputs = {"dataset": work.record("dataset").get("content_hash"), "train": s.train.to_dict()}
-    return Stage("model", "model", inputs, run)
+    return Stage("model", "model", inputs, run, needs=("dataset",))
 
 
 def _model_on_disk(work: WorkFolder) -> str | None:
@@ -119,7 +135,7 @@ def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
 
     inputs = {"dataset": work.record("dataset").get("content_hash"),
               "model": _model_on_disk(work), "ladder": s.ladder.to_dict()}
-    return Stage("ladder", "ladder", inputs, run)
+    return Stage("ladder", "ladder", inputs, run, needs=("dataset", "model"))
 
 
 def _importance_stage(work: WorkFolder) -> Stage:
@@ -138,12 +154,14 @@ def _importance_stage(work: WorkFolder) -> Stage:
         return {"full_accuracy": result["full_accuracy"]}
 
     inputs = {"ladder": work.record("ladder").get("files_hash")}
-    return Stage("importance", "importance.json", inputs, run)
+    return Stage("importance", "importance.json", inputs, run, needs=("ladder",))
 
 
 def _plan_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
     """Floors are set relative to the ladder's unpruned accuracy, so the demo asks for the same
-    thing whatever the trained model reached."""
+    thing whatever the trained model reached. No configuration meeting them is an answer about
+    the data (the stage is unmet, with the planner's explanation), not a defect."""
+    from slimedge.plan import PlanInfeasibleError
 
     def run(out: Path) -> dict[str, Any]:
         from slimedge.devices import load_fleet, resolve_fleet_path
@@ -163,7 +181,8 @@ def _plan_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
         importance = json.loads(work.path("importance").read_text())
         outcome = make_plan(ctx, SearchSettings(pop=s.plan["pop"],
                                                 generations=s.plan["generations"],
-                                                progress=progress), importance=importance)
+                                                seed=s.plan["seed"], progress=progress),
+                            importance=importance)
         written = write_plan(out, outcome.plan, outcome.pareto_rows, outcome.png)
         summary = plan_summary(written)
         return {"levels": summary["levels"], "latency_ms": summary["latency_ms"],
@@ -172,7 +191,8 @@ def _plan_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
     inputs = {"ladder": work.record("ladder").get("files_hash"),
               "importance": work.state.get("importance", {}).get("fingerprint"),
               "fleet": _fleet_files(), "plan": s.plan}
-    return Stage("plan", "plan.json", inputs, run)
+    return Stage("plan", "plan.json", inputs, run, needs=("ladder", "importance"),
+                 unmet=(PlanInfeasibleError,))
 
 
 def _fleet_files() -> dict[str, str]:
@@ -206,50 +226,179 @@ def _deploy_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
     inputs = {"plan": work.state.get("plan", {}).get("fingerprint"),
               "ladder": work.record("ladder").get("files_hash"),
               "gate": GATE_SETTINGS}
-    return Stage("deploy", "deploy", inputs, run)
+    return Stage("deploy", "deploy", inputs, run, needs=("dataset", "ladder", "plan"))
 
 
-def _report_stage(work: WorkFolder) -> Stage:
+def _report_stage(work: WorkFolder, names: list[str]) -> Stage:
+    """The report of the stages `names` (every stage before it): rebuilt when any of them
+    changed its output or its status."""
     from slimedge.report import REPORT_VERSION, write_report
 
-    inputs = {name: work.state.get(name, {}).get("fingerprint")
-              for name in ("dataset", "model", "ladder", "importance", "plan", "deploy")}
+    inputs: dict[str, Any] = {name: [work.state.get(name, {}).get("fingerprint"),
+                                     work.status(name)] for name in names}
     inputs["version"] = REPORT_VERSION
 
     def run(out: Path) -> dict[str, Any]:
-        return write_report(work, out)
+        return write_report(work, out, names)
 
     return Stage("report", "report", inputs, run)
 
 
+def _stages(work: WorkFolder, s: DemoSettings, args: argparse.Namespace, progress: bool
+            ) -> list[tuple[str, Callable[[], Stage]]]:
+    """The demo's stages in run order, as (name, builder). Each is built just before it runs:
+    its inputs are the records of the ones before it."""
+    stages: list[tuple[str, Callable[[], Stage]]] = [
+        ("dataset", lambda: _dataset_stage(work, s, args.workers, progress)),
+        ("model", lambda: _model_stage(work, s, progress)),
+        ("ladder", lambda: _ladder_stage(work, s, progress)),
+        ("importance", lambda: _importance_stage(work)),
+        ("plan", lambda: _plan_stage(work, s, progress)),
+        # Export reports progress as lines, not a bar: the console keeps one line per stage
+        # and the deployment's own table is in the report.
+        ("deploy", lambda: _deploy_stage(work, s, False)),
+    ]
+    names = [name for name, _ in stages]
+    return [*stages, ("report", lambda: _report_stage(work, names))]
+
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from slimedge.console import Console
+
+    t_start = time.perf_counter()
+    show = not args.json
+    seed = int(getattr(args, "seed", 0) or 0)
     work = WorkFolder(args.work)
-    progress = not args.json
-    s = settings(args.quick)
-    outcomes = []
-    # Stages are built one at a time: each reads the records of the ones before it.
-    for make in (
-        lambda: _dataset_stage(work, s, args.workers, progress),
-        lambda: _model_stage(work, s, progress),
-        lambda: _ladder_stage(work, s, progress),
-        lambda: _importance_stage(work),
-        lambda: _plan_stage(work, s, progress),
-        lambda: _deploy_stage(work, s, progress),
-        lambda: _report_stage(work),
-    ):
-        stage = make()
-        if progress:
-            print(f"[demo] {stage.name} ...", file=sys.stderr, flush=True)
-        outcome = work.run(stage, force=args.force)
-        if progress:
-            print(f"[demo] {stage.name}: {outcome.status} ({outcome.seconds:.1f} s)",
-                  file=sys.stderr, flush=True)
-        outcomes.append(outcome)
+    logs = work.root / LOGS_DIR
+    console = Console()
+    try:
+        if show:
+            console.say(f"slimedge demo{' --quick' if args.quick else ''}, seed {seed}, work "
+                        f"folder {work.root} (library messages: {logs}/)")
+        with console.capture(logs / "demo.log", stdout=True):
+            s = settings(args.quick, seed)  # imports TensorFlow: its start-up logs go there
+        stages = _stages(work, s, args, progress=show)
+        outcomes = []
+        for i, (name, make) in enumerate(stages, 1):
+            tag = f"[{i}/{len(stages)}] {name}"
+            log = logs / f"{name}.log"
+            if show:
+                console.begin(f"{tag} ...")
+            try:
+                with console.capture(log, stdout=True):
+                    outcome = work.run(make(), force=args.force)
+            except StageError as exc:
+                if show:
+                    console.say(f"{tag:<18} failed (library messages: {log})")
+                raise StageError(f"{exc} (library messages: {log})") from exc
+            if show:
+                console.say(_stage_line(tag, outcome))
+            outcomes.append(outcome)
+    finally:
+        console.close()
     return {
         "work": str(work.root),
         "quick": bool(args.quick),
-        "stages": {o.name: {"status": o.status, "seconds": round(o.seconds, 3), **o.record}
+        "seed": seed,
+        "stages": {o.name: {"status": o.status, "seconds": round(o.seconds, 3), **o.record,
+                            **({"reason": o.reason} if o.reason else {})}
                    for o in outcomes},
+        "unmet": {o.name: o.reason for o in outcomes if not o.ok},
+        "figures": _figures(work),
+        "logs": str(logs),
         "report": str(work.path("report") / "index.md"),
+        "seconds": round(time.perf_counter() - t_start, 3),
     }
+
+
+# -- what the person reads --------------------------------------------------------------------
+
+def _brief(outcome: StageOutcome) -> str:
+    """A stage's result in a few words, from its record."""
+    r = outcome.record
+    try:
+        if outcome.name == "dataset":
+            return f"{r['objects']} objects x {r['views']} views, {r['classes']} classes"
+        if outcome.name == "model":
+            return f"test accuracy {r['test_accuracy']:.3f} (float), val {r['val_accuracy']:.3f}"
+        if outcome.name == "ladder":
+            return f"{r['levels']} levels"
+        if outcome.name == "plan":
+            return (f"levels {','.join(map(str, r['levels']))}: {r['latency_ms']:.1f} ms, "
+                    f"val accuracy {r['accuracy']:.3f}")
+        if outcome.name == "deploy":
+            return (f"{r['devices']} devices, "
+                    f"{'verified' if r.get('verified') else 'NOT verified'}")
+        if outcome.name == "report":
+            return ", ".join(r.get("sections", []))
+    except (KeyError, TypeError, ValueError):  # a record from an older version
+        pass
+    return ""
+
+
+def _stage_line(tag: str, outcome: StageOutcome) -> str:
+    status = {"skipped": "up to date"}.get(outcome.status, outcome.status)
+    if not outcome.ok:
+        return f"{tag:<18} {status:<10} {(outcome.reason or '').splitlines()[0]}"
+    return f"{tag:<18} {status:<10} {outcome.seconds:6.1f} s  {_brief(outcome)}".rstrip()
+
+
+def _figures(work: WorkFolder) -> dict[str, Any]:
+    """The figures the run ends with, read from the artifacts of the stages that succeeded:
+    test accuracy (float Keras; int8 features through the core pooling, as the fleet computes
+    them, unpruned and at the plan's levels), the plan's latency against the unpruned and
+    uniform baselines, and whether the deployment verified."""
+    out: dict[str, Any] = {}
+    if work.status("model") == OK:
+        out["float_test_accuracy"] = work.record("model").get("test_accuracy")
+    if work.status("plan") == OK and work.path("plan").is_file():
+        plan = json.loads(work.path("plan").read_text())
+        p, base = plan["predicted"], plan.get("baselines", {})
+        out["int8_test_accuracy"] = (p.get("test") or {}).get("accuracy")
+        out["latency_ms"] = p["latency_ms"]
+        for name in ("unpruned", "uniform"):
+            if name in base:
+                out[f"{name}_latency_ms"] = base[name]["latency_ms"]
+                out[f"{name}_int8_test_accuracy"] = (base[name].get("test") or {}).get("accuracy")
+    if work.status("deploy") == OK:
+        record = work.record("deploy")
+        out["deployment_verified"] = bool(record.get("verified"))
+        out["devices"] = record.get("devices")
+    return out
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The few lines `slimedge demo` ends with (text mode)."""
+    f, unmet = summary["figures"], summary.get("unmet", {})
+
+    def acc(key: str) -> str:
+        return f"{f[key]:.3f}" if f.get(key) is not None else "?"
+
+    lines = [f"done in {_duration(summary['seconds'])}"
+             + (f"; not met: {', '.join(unmet)}" if unmet else "")]
+    if "float_test_accuracy" in f:
+        text = f"float {acc('float_test_accuracy')} (Keras, unpruned)"
+        if "int8_test_accuracy" in f:
+            text += (f"; int8 {acc('unpruned_int8_test_accuracy')} unpruned, "
+                     f"{acc('int8_test_accuracy')} at the plan's levels")
+        lines.append(f"  test accuracy  {text}")
+    if "latency_ms" in f:
+        ms = f["latency_ms"]
+        vs = [f"{name} {f[key]:.1f} ms ({f[key] / ms:.2f}x)"
+              for name, key in (("unpruned", "unpruned_latency_ms"),
+                                ("uniform", "uniform_latency_ms")) if f.get(key)]
+        lines.append(f"  plan latency   {ms:.1f} ms; " + ", ".join(vs))
+    elif "plan" in unmet:
+        lines.append(f"  plan           not met: {unmet['plan'].splitlines()[0]}")
+    if "deployment_verified" in f:
+        verified = "verified" if f["deployment_verified"] else "NOT verified"
+        lines.append(f"  deployment     {verified} ({f.get('devices')} devices, signed)")
+    elif "deploy" in unmet:
+        lines.append(f"  deployment     not made: {unmet['deploy'].splitlines()[0]}")
+    lines.append(f"  report         {summary['report']}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(round(seconds), 60)
+    return f"{minutes} min {sec} s" if minutes else f"{seconds:.1f} s"

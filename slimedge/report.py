@@ -1,5 +1,7 @@
 """The demo's report folder: a Markdown page plus figures, rebuilt from the work folder's
-artifacts. Each pipeline stage contributes a section once its artifact exists."""
+artifacts. It opens with the stages' table (status, time, and why a stage has no output);
+each stage that succeeded contributes its section, and one whose goal was not met (or that was
+blocked by one) a section that says why."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from slimedge.artifacts import atomic_dir
-from slimedge.pipeline import WorkFolder
+from slimedge.pipeline import BLOCKED, OK, UNMET, WorkFolder
 
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 
 
 def _dataset_section(work: WorkFolder, out: Path) -> list[str]:
@@ -154,24 +156,57 @@ def _deploy_section(work: WorkFolder) -> list[str]:
     return ["## Deployment (signed, verified)", "", markdown_table(summary), ""]
 
 
-SECTIONS = (
-    ("dataset", "dataset", _dataset_section),
-    ("model", "model", lambda work, out: _model_section(work)),
-    ("ladder", "ladder", _ladder_section),
-    ("importance", "importance", _importance_section),
-    ("plan", "plan", _plan_section),
-    ("deploy", "deploy", lambda work, out: _deploy_section(work)),
-)
+SECTIONS = {
+    "dataset": _dataset_section,
+    "model": lambda work, out: _model_section(work),
+    "ladder": _ladder_section,
+    "importance": _importance_section,
+    "plan": _plan_section,
+    "deploy": lambda work, out: _deploy_section(work),
+}
+TITLES = {"dataset": "Dataset", "model": "Model", "ladder": "Pruning ladder",
+          "importance": "View importance", "plan": "Plan for the mixed fleet",
+          "deploy": "Deployment"}
 
 
-def write_report(work: WorkFolder, out: Path) -> dict[str, Any]:
-    """Rebuild `out` (atomically) from what the work folder holds; returns the record."""
+def _stages_section(work: WorkFolder, names: list[str]) -> list[str]:
+    seed = work.state.get("model", {}).get("record", {}).get("seed")
+    rows = ["## Stages", "", "| stage | status | seconds | note |", "|---|---|---|---|"]
+    for name in names:
+        status = work.status(name) or "not run"
+        entry = work.state.get(name, {})
+        note = (work.reason(name) or "").splitlines()[0] if status != OK else ""
+        rows.append(f"| {name} | {status} | {entry.get('seconds', 0):.1f} | {note} |")
+    if seed is not None:
+        rows += ["", f"Seed {seed}."]
+    return rows + [""]
+
+
+def _not_done_section(work: WorkFolder, name: str) -> list[str]:
+    """Why a stage has no output: its goal was not met (the reason as the stage gave it, e.g.
+    the planner's explanation), or it needs one that has none."""
+    status = work.status(name)
+    title = TITLES.get(name, name.capitalize())
+    what = "goal not met" if status == UNMET else "not run"
+    lines = [f"## {title}: {what}", ""]
+    lines += [f"> {line}" if line else ">" for line in (work.reason(name) or "").splitlines()]
+    return lines + [""]
+
+
+def write_report(work: WorkFolder, out: Path, names: list[str] | None = None) -> dict[str, Any]:
+    """Rebuild `out` (atomically) from what the work folder holds for the stages `names`
+    (default: those with a section); returns the record."""
+    names = list(SECTIONS) if names is None else names
     with atomic_dir(out) as tmp:
-        lines = ["# SlimEdge demo report", ""]
-        sections = []
-        for name, key, section in SECTIONS:
-            if work.path(key).exists():
-                lines += section(work, tmp)
+        lines = ["# SlimEdge demo report", "", *_stages_section(work, names)]
+        sections, not_done = [], []
+        for name in names:
+            status = work.status(name)
+            if status in (UNMET, BLOCKED):
+                lines += _not_done_section(work, name)
+                not_done.append(name)
+            elif name in SECTIONS and status == OK and work.path(name).exists():
+                lines += SECTIONS[name](work, tmp)
                 sections.append(name)
         (tmp / "index.md").write_text("\n".join(lines) + "\n")
-    return {"sections": sections}
+    return {"sections": sections, "not_done": not_done}

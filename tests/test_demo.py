@@ -1,9 +1,12 @@
 """`slimedge demo --quick` end to end: every stage's artifact at its fixed path, a resumed run
-skips what is up to date, and the report covers each stage."""
+skips what is up to date, the report covers each stage, library messages go to the logs, the
+run ends with its figures, and a plan the data cannot meet blocks the deployment without
+stopping the run."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -35,6 +38,34 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     for png in ("contact_sheet.png", "ladder_costs.png", "importance.png", "vs_failed.png"):
         assert (work / "report" / png).stat().st_size > 0
 
+    # The figures the run ends with.
+    assert first["seed"] == 0 and first["unmet"] == {}
+    figures = first["figures"]
+    assert figures["float_test_accuracy"] == record["test"]["accuracy"]
+    plan = json.loads((work / "plan.json").read_text())
+    assert figures["int8_test_accuracy"] == plan["predicted"]["test"]["accuracy"]
+    assert figures["latency_ms"] == plan["predicted"]["latency_ms"]
+    assert figures["unpruned_latency_ms"] == plan["baselines"]["unpruned"]["latency_ms"]
+    assert figures["uniform_latency_ms"] == plan["baselines"]["uniform"]["latency_ms"]
+    assert figures["deployment_verified"] is True
+    # What TensorFlow and its converter print went to the stage logs.
+    assert "fully_quantize" in (work / "logs" / "ladder.log").read_text()
+    assert sorted(p.stem for p in (work / "logs").iterdir()) == sorted(
+        ["demo", "dataset", "model", "ladder", "importance", "plan", "deploy", "report"])
+
+    # A resumed run in text mode: one line per stage, then the short summary.
+    assert main(["demo", "--quick", "--work", str(work)]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0].startswith("slimedge demo --quick, seed 0, work folder")
+    assert [line.split()[:3] for line in lines[1:]] == [
+        [f"[{i}/7]", name, "up"] for i, name in enumerate(
+            ["dataset", "model", "ladder", "importance", "plan", "deploy", "report"], 1)]
+    assert "test accuracy  float" in out and "at the plan's levels" in out
+    assert f"plan latency   {figures['latency_ms']:.1f} ms; unpruned" in out
+    assert "deployment     verified (12 devices, signed)" in out
+    assert out.rstrip().endswith(str(work / "report" / "index.md"))
+
     assert main(["demo", "--quick", "--work", str(work), "--json"]) == 0
     second = json.loads(capsys.readouterr().out)
     assert all(s["status"] == "skipped" for s in second["stages"].values())
@@ -42,6 +73,41 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     # The deployment the demo wrote verifies from the command line.
     assert main(["verify", str(work / "deploy"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+    _infeasible_plan_blocks_deploy_only(work, capsys)
+
+
+def _infeasible_plan_blocks_deploy_only(work, capsys):
+    """Floors no plan can meet (val accuracy 0.9999 with this model): the plan stage is unmet
+    with the planner's explanation, deploy is blocked, the report says why, and the run
+    exits 0 with both in its summary."""
+
+    from slimedge import demo
+
+    base = json.loads((work / "ladder" / "manifest.json").read_text())["levels"][0]
+    rel = 0.9999 / base["val_accuracy"]
+    real = demo.settings
+
+    def strict(quick, seed=0):
+        s = real(quick, seed)
+        return replace(s, plan={**s.plan, "min_accuracy_rel": rel})
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "settings", strict)
+        assert main(["demo", "--quick", "--work", str(work), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    stages = result["stages"]
+    assert [stages[n]["status"] for n in ("ladder", "plan", "deploy", "report")] == [
+        "skipped", "unmet", "blocked", "ran"]
+    assert "0.9999" in stages["plan"]["reason"] or "0.999" in stages["plan"]["reason"]
+    assert stages["deploy"]["reason"].startswith("needs plan, which is unmet")
+    assert set(result["unmet"]) == {"plan", "deploy"}
+    assert "latency_ms" not in result["figures"] and "float_test_accuracy" in result["figures"]
+    assert not (work / "plan.json").exists() and not (work / "deploy").exists()
+    report = (work / "report" / "index.md").read_text()
+    assert "## Plan for the mixed fleet: goal not met" in report
+    assert "## Deployment: not run" in report and "## Pruning ladder" in report
+    assert "| plan | unmet |" in report
 
 
 def test_ladder_input_is_the_model_on_disk(tmp_path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slimedge.artifacts import atomic_dir, atomic_file, read_versioned_json
 from slimedge.errors import DatasetError, StageError
 from slimedge.pipeline import Stage, WorkFolder
+from slimedge.plan import PlanInfeasibleError
 
 
 def _writer(calls: list[str], text: str):
@@ -96,3 +98,69 @@ def test_read_versioned_json(tmp_path, text, match):
     else:
         with pytest.raises(DatasetError, match=match):
             read_versioned_json(path, fmt="x", version=1, error=DatasetError, remedy="redo it")
+
+
+def _unmet_then_blocked(tmp_path, calls):
+    work = WorkFolder(tmp_path)
+
+    def no_plan(out: Path) -> dict:
+        calls.append("plan")
+        why = "accuracy floor 0.99 above the best reachable 0.90"
+        raise PlanInfeasibleError(why, {"infeasible": [{"why": why}], "bound": np.float64(0.5)})
+
+    plan = Stage("plan", "plan.json", {"floor": 0.99}, no_plan, unmet=(PlanInfeasibleError,))
+    deploy = Stage("deploy", "deploy", {"plan": 1}, _writer(calls, "deployed"), needs=("plan",))
+    other = Stage("other", "other", {}, _writer(calls, "other"))
+    return work, plan, deploy, other
+
+
+def test_unmet_stage_blocks_what_needs_it_and_the_rest_runs(tmp_path):
+    calls: list[str] = []
+    work, plan, deploy, other = _unmet_then_blocked(tmp_path, calls)
+    # Outputs of an earlier run answered other inputs: they must not survive as this run's.
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "old.txt").write_text("old")
+    p = work.run(plan)
+    assert (p.status, p.ok) == ("unmet", False)
+    assert p.reason == "accuracy floor 0.99 above the best reachable 0.90"
+    assert p.detail == {"infeasible": [{"why": p.reason}], "bound": 0.5}
+    d = work.run(deploy)
+    assert d.status == "blocked" and calls == ["plan"]
+    assert d.reason == f"needs plan, which is unmet ({p.reason})"
+    assert work.run(other).status == "ran"
+    assert not (tmp_path / "plan.json").exists() and not (tmp_path / "deploy").exists()
+    state = json.loads((tmp_path / "stages.json").read_text())
+    assert (state["plan"]["status"], state["deploy"]["status"]) == ("unmet", "blocked")
+    assert WorkFolder(tmp_path).reason("plan") == p.reason
+
+    # Same inputs, same answer: the unmet stage is not searched again (unless forced).
+    again = WorkFolder(tmp_path)
+    assert again.run(plan).status == "unmet" and calls == ["plan", "other"]
+    assert again.run(plan, force=True).status == "unmet" and calls.count("plan") == 2
+
+
+def test_stage_runs_again_once_what_it_needs_is_met(tmp_path):
+    calls: list[str] = []
+    work, plan, deploy, _ = _unmet_then_blocked(tmp_path, calls)
+    work.run(plan)
+    assert work.run(deploy).status == "blocked"
+    met = Stage("plan", "plan.json", {"floor": 0.8}, _writer(calls, "plan"))
+    assert work.run(met).status == "ran"
+    assert work.run(deploy).status == "ran"
+    assert work.run(deploy).status == "skipped"
+
+
+def test_a_need_never_run_blocks(tmp_path):
+    out = WorkFolder(tmp_path).run(Stage("b", "b", {}, _writer([], "b"), needs=("a",)))
+    assert (out.status, out.reason) == ("blocked", "needs a, which is not run")
+
+
+def test_an_error_not_declared_unmet_is_a_defect(tmp_path):
+    def broken(out: Path) -> dict:
+        raise DatasetError("images.npy: truncated")
+
+    stage = Stage("plan", "plan.json", {}, broken, unmet=(PlanInfeasibleError,))
+    with pytest.raises(StageError, match="stage 'plan' failed: images.npy: truncated"):
+        WorkFolder(tmp_path).run(stage)
+    assert not (tmp_path / "stages.json").exists()

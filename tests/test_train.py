@@ -256,7 +256,13 @@ def test_training_learns_and_saves(trained, dataset):
     assert record["seed"] == 0 and record["config"]["failout_rate"] == 0.25
     assert record["best_epoch"] >= 2  # epoch 1 trains without failout: never kept
     assert [h["failout_rate"] for h in record["history"]][:2] == [0.0, 0.25]
-    assert set(record["versions"]) >= {"tensorflow", "keras", "numpy", "slimedge"}
+    assert set(record["versions"]) >= {"tensorflow", "keras", "numpy", "slimedge",
+                                       "ai-edge-litert"}
+    host = record["host"]
+    assert host["cpu"] and host["available_cpus"] >= 1
+    threads = host["threads"]
+    assert threads["op_determinism"] is True and threads["intra_op"] >= 1
+    assert threads["inter_op"] >= 1
     assert record["head"]["pooling"] == "max" and record["branch"]["input_range"] == [0.0, 1.0]
     assert record["files"]["head.keras"] == sha256_file(out / "head.keras")
     assert trained.record == record  # what train() returns is what it wrote
@@ -284,6 +290,44 @@ def test_same_seed_same_weights(dataset, tmp_path):
     wa, wb, wc = (r.branch.get_weights() + r.head.get_weights() for r in (a, b, c))
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(wa, wc, strict=True))
+
+
+def test_same_seed_twice_same_model_hash(dataset, tmp_path):
+    """Two `slimedge train` processes, same seed and data: the same model files, byte for byte
+    (op determinism, fixed thread pools, .keras files without a save date or memory addresses);
+    another seed, other files."""
+    import subprocess
+    import sys
+
+    from slimedge.ladder.build import model_hash
+
+    data = tmp_path / "data"
+    dataset.save(data)
+    hashes = []
+    options = dict(epochs=2, width=0.5, feature_dim=8, failout_schedule="constant",
+                   head_failout_epochs=1, threads=2)
+    for run in ("a", "b"):
+        out = tmp_path / run
+        cmd = [sys.executable, "-m", "slimedge.cli", "train", "--dataset", str(data), "--out",
+               str(out), "--seed", "0", "--json"]
+        cmd += [a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["threads"]["intra_op"] == summary["threads"]["inter_op"] == 2
+        assert summary["threads"]["fixed"] is True
+        hashes.append(model_hash(json.loads((out / "train.json").read_text())))
+        assert (tmp_path / f"{run}.log").is_file()  # TensorFlow's messages, beside the model
+    other = train(dataset, TrainConfig(seed=1, **options), out_dir=tmp_path / "c",
+                  progress=False)
+    assert hashes[0] == hashes[1] != model_hash(other.record)
+    branch, head, _ = load_trained(tmp_path / "a")  # the rewritten .keras files still load
+    assert branch.output_shape[-1] == 8 and head is not None
+
+
+def test_threads_must_be_a_positive_integer(dataset, tmp_path):
+    with pytest.raises(ModelConfigError, match="threads: expected an integer >= 1, got 0"):
+        train(dataset, tiny_config(threads=0), out_dir=tmp_path / "m", progress=False)
 
 
 def _snapshot(path):

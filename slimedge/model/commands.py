@@ -32,6 +32,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="the stage's drop rate (default: its sampler's highest)")
     p.add_argument("--head-failout-sampler", default=None, choices=["bernoulli", "uniform_k"])
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="TensorFlow thread-pool size (default: the CPUs this process may use); "
+                   "the same seed and threads on the same CPU give the same model bytes")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -45,7 +48,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise SlimEdgeError(f"{args.config}: cannot read train config ({exc})") from exc
     for key in ("backbone", "width", "feature_dim", "pooling", "epochs", "batch_size",
                 "learning_rate", "failout_rate", "failout_schedule", "failout_sampler",
-                "head_failout_epochs", "head_failout_rate", "head_failout_sampler", "seed"):
+                "head_failout_epochs", "head_failout_rate", "head_failout_sampler", "seed",
+                "threads"):
         value = getattr(args, key)
         if value is not None:
             data[key] = value
@@ -69,4 +73,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "head_failout_kept_epoch": (rec.get("head_failout") or {}).get("best_epoch"),
         "test_accuracy_vs_failed_views": (rec["test"] or {}).get("accuracy_vs_failed_views"),
         "seconds": rec.get("seconds"),
+        "files": rec["files"],
+        "threads": rec["host"]["threads"],
     }

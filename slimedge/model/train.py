@@ -10,7 +10,10 @@
 A failed or interrupted run leaves the previous ``out_dir`` as it was.
 
 Run order is deterministic from ``config.seed``: weights, per-epoch object order, failout
-masks and augmentation draws all derive from it.
+masks and augmentation draws all derive from it. With op determinism and fixed thread pools
+(`determinism.py`) and the .keras files written without a save date, the same seed on the same
+machine gives the same file hashes; train.json records the threads, CPU and library versions
+that decide them (another CPU runs other kernels and gives other bytes).
 
 The kept model is the epoch with the best validation accuracy (all views live) among the epochs
 trained at the full failout rate: an earlier epoch, before failout, would be a model that
@@ -23,9 +26,10 @@ records it under ``head_failout`` and ``val_accuracy`` is the saved model's.
 
 from __future__ import annotations
 
+import json
 import os
-import platform
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -41,6 +45,7 @@ from slimedge.data.container import Dataset
 from slimedge.errors import DatasetError
 from slimedge.model.augment import AugmentConfig, augment_views
 from slimedge.model.backbones import build_branch, list_backbones
+from slimedge.model.determinism import make_deterministic
 from slimedge.model.failout import (
     check_rate,
     check_sampler,
@@ -59,6 +64,7 @@ from slimedge.model.mvcnn import (
 )
 from slimedge.model.pooling import ModelConfigError, check_pool_mode
 from slimedge.model.schedule import LR_SCHEDULES, scheduled_lr
+from slimedge.provenance import host, versions
 
 FORMAT_NAME = "slimedge-model"
 FORMAT_VERSION = 1
@@ -102,6 +108,7 @@ class TrainConfig:
     head_failout_sampler: str = "uniform_k"
     head_failout_lr: float = 3e-4
     head_failout_copies: int = 4  # passes over the train split: one clean, the rest augmented
+    threads: int | None = None  # TensorFlow's intra/inter-op pool sizes (None: usable CPUs)
 
     def validate(self, views: int | None = None) -> None:
         """Raise ModelConfigError naming the first bad field (``views``: the dataset's V)."""
@@ -152,6 +159,8 @@ class TrainConfig:
             raise ModelConfigError(f"head_failout_epochs: expected an integer >= 0, got "
                                    f"{self.head_failout_epochs!r}")
         _positive_int("head_failout_copies", self.head_failout_copies)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
         check_sampler(self.head_failout_sampler, "head_failout_sampler")
         if self.head_failout_rate is not None:
             check_rate(self.head_failout_rate, views, self.head_failout_sampler,
@@ -232,6 +241,7 @@ def train(dataset: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike,
             raise DatasetError(f"dataset split '{name}' holds no objects; training needs "
                                "train and val objects")
     t_start = time.perf_counter()
+    threads = make_deterministic(config.threads)  # before the first op starts the pools
     keras.utils.set_random_seed(config.seed)
     image_shape = tuple(int(s) for s in dataset.images.shape[2:])
     branch = build_branch(config.backbone, input_shape=image_shape,
@@ -310,6 +320,7 @@ def train(dataset: Dataset, config: TrainConfig, *, out_dir: str | os.PathLike,
         head_stage = _head_failout_stage(dataset, config, branch, head, val_images, val_labels,
                                          val_live_failed, progress)
     record = _record(dataset, config, branch, head, history, best, stopped_early, head_stage)
+    record["host"] = {**host(), "threads": threads}
     test_acc = record["test"]["accuracy"] if record["test"] else None
     out_dir = Path(out_dir)
     record["seconds"] = round(time.perf_counter() - t_start, 3)
@@ -421,17 +432,6 @@ def _epoch_line(m: dict[str, Any]) -> str:
             f"{m['train_seconds']:.1f} s")
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        slimedge_version = version("slimedge")
-    except PackageNotFoundError:
-        slimedge_version = "unknown"
-    return {"slimedge": slimedge_version, "python": platform.python_version(),
-            "numpy": np.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
-
-
 def _head_failout_stage(dataset: Dataset, config: TrainConfig, branch: keras.Model,
                         head: keras.Model, val_images: np.ndarray, val_labels: np.ndarray,
                         val_live_failed: np.ndarray, progress: bool) -> dict[str, Any]:
@@ -493,12 +493,46 @@ def _save(out_dir: Path, branch: keras.Model, head: keras.Model, record: dict[st
     """All files into a temporary sibling, swapped in whole at the end; returns the record as
     written (with the files' hashes, which identify the model)."""
     with atomic_dir(out_dir) as tmp:
-        branch.save(tmp / BRANCH_FILE)
-        head.save(tmp / HEAD_FILE)
+        for model, name in ((branch, BRANCH_FILE), (head, HEAD_FILE)):
+            model.save(tmp / name)
+            _reproducible_keras_file(tmp / name)
         record = {**record, "files": {name: sha256_file(tmp / name)
                                       for name in (BRANCH_FILE, HEAD_FILE)}}
         write_json(tmp / RECORD_FILE, record)
     return record
+
+
+def _reproducible_keras_file(path: Path) -> None:
+    """Rewrite a .keras file (a zip) without what differs between two saves of the same model,
+    so that the file hashes identify the model: Keras stamps the zip entries and
+    metadata.json with the time of saving, and numbers the objects that layers share (a dtype
+    policy) by their memory address. Keras reads neither the date nor the numbers' values (only
+    which entries share one), so the file loads as before."""
+    with zipfile.ZipFile(path) as zf:
+        entries = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            zf.writestr(fixed, data)
+
+
+def _renumber_shared_objects(obj: Any, ids: dict[int, int]) -> Any:
+    """Keras' `shared_object_id`s (memory addresses) replaced by 1, 2, ... in order of first
+    appearance; entries that shared an id still share one."""
+    if isinstance(obj, dict):
+        return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id"
+                    and isinstance(v, int) else _renumber_shared_objects(v, ids))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_renumber_shared_objects(v, ids) for v in obj]
+    return obj
 
 
 def load_trained(out_dir: str | os.PathLike) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
