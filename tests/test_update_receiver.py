@@ -98,3 +98,29 @@ def test_open_updates_serves_the_deployment_first_then_the_update(world, tmp_pat
     _, path, info = open_updates(state, world["old"], PI_DEVICE, "rpi4b", world["public"])
     assert (info.sequence, info.deployment_id) == (5, "fleet-new")
     assert path.parent.name in ("a", "b") and info.model_sha256 == up.manifest.model_sha256
+
+
+def test_serve_model_swaps_a_loaded_device_runtime(world, tmp_path):  # noqa: F811
+    import numpy as np
+
+    from slimedge.runtime.device_setup import load_device
+    from slimedge.runtime.update_receiver import open_updates, serve_model
+    from tests.update_fixtures import MCU_DEVICE
+
+    for device, board, runtime in ((PI_DEVICE, "rpi4b", "litert-cpu"),
+                                   (MCU_DEVICE, "esp32s3", "tflm")):
+        dev = load_device(world["old"], device, world["public"])
+        assert dev.runtime == runtime
+        rx, _, _ = open_updates(tmp_path / device, world["old"], device, board, world["public"])
+        rx.slots.clock = lambda: NOW
+        up = update_for(world, device, 5)
+        for c in up.chunks(4096):
+            rx.handle(wire.encode_chunk(c))
+        rx.handle(wire.encode_offer(up.offer(4096)))
+        _, path = rx.commit()
+        before = dev.engine.run(np.full(dev.image_shape, 90, np.uint8)).features
+        serve_model(dev, path, rx.slots.current()[1])
+        assert (dev.model_hash, dev.deployment_id, dev.level) == (
+            up.manifest.model_sha256, "fleet-new", 0.5)
+        after = dev.engine.run(np.full(dev.image_shape, 90, np.uint8)).features
+        assert after.shape == before.shape and not np.array_equal(after, before)

@@ -217,3 +217,29 @@ def open_updates(state_dir: str | Path, deploy_dir: str | Path, device: str, boa
     slots.open(root, manifest, device)
     path, info = slots.current()
     return UpdateReceiver(slots), path, info
+
+
+def serve_model(dev: Any, path: Path, info: SlotInfo) -> None:
+    """Point a loaded `DeviceRuntime` (`device_setup.load_device`) at another model of the
+    same device: a new engine in the runtime it already runs ("tflm": TFLite Micro within
+    the board's arena budget; LiteRT with the same delegate otherwise), and the served
+    model's hash, deployment id and level, which its feature messages and heartbeats carry.
+    The new engine is built before anything changes: a failure leaves `dev` as it was."""
+    if dev.runtime == "tflm":
+        from slimedge.runtime.mcu import TflmRunner, check_arena
+
+        arena = check_arena(path, dev.arena_budget_bytes, device=dev.device, board=dev.board)
+        engine = TflmRunner(path, dev.arena_budget_bytes)
+    else:
+        from slimedge.runtime.branch import BranchRunner
+        from slimedge.runtime.device_setup import edgetpu_delegate
+
+        delegate = edgetpu_delegate() if dev.runtime == "litert-edgetpu" else None
+        engine = BranchRunner(path, delegates=[delegate] if delegate else ())
+        arena = dev.arena_bytes
+    if tuple(engine.image_shape) != tuple(dev.image_shape):
+        raise UpdateError(f"device {dev.device}: model {path.name} takes images "
+                          f"{tuple(engine.image_shape)}, the camera gives {dev.image_shape}")
+    dev.engine, dev.arena_bytes = engine, arena
+    dev.model_hash, dev.deployment_id, dev.level = (info.model_sha256, info.deployment_id,
+                                                    info.level)
