@@ -273,8 +273,9 @@ class _Links:
         while self.queue and time.monotonic() < end:
             now = time.monotonic()
             due = [i for i, (d, *_) in enumerate(self.queue) if self.free_at.get(d, 0) <= now]
-            if not due:
-                time.sleep(min(0.005, max(0.0, end - now)))
+            if not due:  # every queued device's link is busy: sleep until the first frees
+                wake = min(self.free_at.get(d, 0) for d, *_ in self.queue)
+                time.sleep(max(0.0, min(wake, end) - now))
                 continue
             seen, sent = set(), []
             for i in due:  # one message per device per round: devices interleave
