@@ -185,6 +185,16 @@ def check(model_dir: Path | None) -> list[str]:
     _require(not empty and np.allclose(pooled, want, rtol=1e-5, atol=1e-6), "pooling mismatch")
     report.append(f"messages + pooling ok ({V} views, D={D}, view 1 dead)")
 
+    # The device agent: its modules (paho-mqtt, verification, TFLite Micro runner, sources)
+    # and the command line that starts it.
+    import slimedge.runtime.agent  # noqa: F401
+    from slimedge import cli
+
+    args = cli.build_parser(only="agent").parse_args(
+        ["agent", "run", "--deploy", "d", "--device", "cam00", "--broker", "mqtt://h:1883"])
+    _require(args.handler.__module__ == "slimedge.runtime.commands", "agent parser mismatch")
+    report.append("agent modules + `slimedge agent run` command line ok")
+
     leaked = sorted(m for m in sys.modules if _is_blocked(m))
     _require(not leaked, f"TensorFlow/Keras modules were imported: {leaked}")
     report.append("no TensorFlow or Keras module imported")
