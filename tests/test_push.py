@@ -213,3 +213,23 @@ def test_a_slow_link_is_paced_while_the_others_go_at_full_speed(mqtt_broker):
         assert links.idle("fast") and not links.idle("slow")
     finally:
         client.stop()
+
+
+def test_going_back_needs_a_rollback_order(world, tmp_path, mqtt_broker):
+    dev = Device(world, tmp_path, PI_DEVICE, mqtt_broker.url)
+    try:
+        first = run_push(world["new"], mqtt_broker.url, devices=[PI_DEVICE], listen=0.5,
+                         timeout=60)
+        assert first["devices"][PI_DEVICE]["status"] == "applied"
+        back = run_push(world["old"], mqtt_broker.url, devices=[PI_DEVICE], listen=1.0,
+                        timeout=60)
+        row = back["devices"][PI_DEVICE]
+        assert (row["status"], row["reason"]) == ("refused", "downgrade"), row
+        assert back["sequence"] > first["sequence"]
+        order = run_push(world["old"], mqtt_broker.url, devices=[PI_DEVICE], listen=1.0,
+                         timeout=60, rollback=True)
+        assert order["devices"][PI_DEVICE]["status"] == "applied"
+    finally:
+        dev.close()
+    old = DeploymentManifest.from_json((world["old"] / "manifest.json").read_bytes())
+    assert dev.serving() == (old.device(PI_DEVICE).sha256, order["sequence"])

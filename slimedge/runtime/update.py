@@ -54,8 +54,9 @@ EXPIRED = "expired"
 TRUNCATED = "truncated"
 TAMPERED = "tampered"
 SELF_TEST = "self-test"
+DEVICE_ERROR = "device-error"  # the device's own storage failed; it keeps serving
 REASONS = (MALFORMED, BAD_SIGNATURE, WRONG_KEY, WRONG_DEVICE, WRONG_BOARD, REPLAY, DOWNGRADE,
-           EXPIRED, TRUNCATED, TAMPERED, SELF_TEST)
+           EXPIRED, TRUNCATED, TAMPERED, SELF_TEST, DEVICE_ERROR)
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from slimedge.runtime.slots import SlotInfo, UpdateSlots
-from slimedge.runtime.update import UpdateError, UpdateRefusedError
+from slimedge.runtime.update import DEVICE_ERROR, UpdateError, UpdateRefusedError
 from slimedge.runtime.update_messages import (
     APPLIED,
     MISSING,
@@ -88,7 +88,7 @@ class UpdateReceiver:
             except UpdateRefusedError as exc:
                 return [self._refuse(msg.sequence, exc.reason, exc.detail)]
             except (UpdateError, OSError) as exc:  # a disk problem: refuse, keep serving
-                return [self._refuse(msg.sequence, "device-error", str(exc))]
+                return [self._refuse(msg.sequence, DEVICE_ERROR, str(exc))]
 
     def _refuse(self, sequence: int, reason: str, detail: str) -> Ack:
         self.counts["refused"] += 1
