@@ -64,13 +64,43 @@ def test_unpruned_lists_the_devices_it_does_not_fit(results):
     assert b["meets"]["memory"] is False and b["meets"]["all"] is False
 
 
-def test_uniform_is_the_least_pruning_that_fits_and_meets_the_floor(ctx, results):
+def test_uniform_is_the_fastest_uniform_level_that_meets_the_floors(ctx, results):
     b = results["uniform"]
+    j = b["levels"][0]
+    assert b["levels"] == [j] * 5
+    ok = [i for i in range(ctx.levels) if ctx.evaluator.accuracy([i] * 5) >= FLOOR]
+    assert ok, "the fixture's floor is reachable by some uniform level"
+    lat = {i: ctx.latency([i] * 5) for i in ok}
+    assert j == min(ok, key=lambda i: (lat[i], i))
+    assert b["val"]["accuracy"] >= FLOOR and b["meets"]["min_accuracy"]
+    # memory is reported, not used to pick: the fixture's fastest uniform level fits here
+    assert b["fits"] == bool(ctx.fits[np.arange(5), j].all())
+
+
+def test_uniform_fit_is_the_least_pruning_that_fits_and_meets_the_floor(ctx, results):
+    b = results["uniform_fit"]
     j = b["levels"][0]
     assert b["levels"] == [j] * 5 and b["fits"]
     fitting = [i for i in range(ctx.levels) if ctx.fits[:, i].all()]
     ok = [i for i in fitting if ctx.evaluator.accuracy([i] * 5) >= FLOOR]
     assert j == (ok[0] if ok else fitting[0])
+
+
+def test_a_baseline_that_does_not_fit_is_no_denominator(ctx, results):
+    from slimedge.plan.baselines import DOES_NOT_FIT, ratio
+
+    assert not results["unpruned"]["fits"]
+    assert ratio(results["unpruned"]["latency_ms"], 10.0, False) == DOES_NOT_FIT
+    assert ratio(20.0, 10.0, True) == 2.0
+    plan = make_plan(ctx, SearchSettings(pop=16, generations=2), plot=False).plan
+    for name, b in plan["baselines"].items():
+        assert "energy_mj" in b and "fits" in b, name
+        if b["fits"]:
+            assert b["latency_vs_plan"] == pytest.approx(
+                b["latency_ms"] / plan["predicted"]["latency_ms"])
+        else:
+            assert b["latency_vs_plan"] == DOES_NOT_FIT == b["energy_vs_plan"]
+    assert plan["baselines"]["unpruned"]["latency_vs_plan"] == DOES_NOT_FIT
 
 
 def test_importance_only_prunes_unimportant_views_more(ctx, results, importance):

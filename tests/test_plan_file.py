@@ -139,11 +139,16 @@ def test_handler_writes_plan_for_a_catalog_fleet(ladder, tmp_path):
                          "--k-failures", "1", "--out", str(out), "--pop", "12",
                          "--generations", "3", "--json"))
     for key in ("levels", "latency_ms", "accuracy", "expected_accuracy", "worst_k_accuracy",
-                "baselines"):
+                "baselines", "energy_mj", "cost_model", "link_latency", "down"):
         assert key in summary
     assert len(summary["levels"]) == 12
-    assert set(summary["baselines"]) == {"unpruned", "uniform", "importance_only",
-                                         "device_only", "published"}
+    assert summary["energy_mj"] > 0 and summary["down"] == []
+    assert summary["link_latency"] == "expected"
+    assert summary["cost_model"] in ("per-layer", "mac", "authors")
+    assert set(summary["baselines"]) == {"unpruned", "uniform", "uniform_fit",
+                                         "importance_only", "device_only", "published"}
+    for b in summary["baselines"].values():
+        assert b["energy_mj"] > 0 and isinstance(b["fits"], bool)
     written = read_plan(out)
     assert written["ladder"]["path"] == str(ladder)
     assert written["ladder"]["model_hash"] and written["ladder"]["dataset_hash"]
@@ -151,6 +156,28 @@ def test_handler_writes_plan_for_a_catalog_fleet(ladder, tmp_path):
     assert [v["level_index"] for v in written["views"]] == summary["levels"]
     assert contingency_table(written).views == 12
     assert summary["pareto_csv"].endswith("plan.pareto.csv")
+    header = (tmp_path / "plan.pareto.csv").read_text().splitlines()[0]
+    assert "energy_mj" in header.split(",")
+
+
+def test_handler_options_reach_the_plan(ladder, tmp_path):
+    out = tmp_path / "plan.json"
+    summary = plan(parse("--fleet", "mixed12", "--ladder", str(ladder), "--min-accuracy", "0.6",
+                         "--out", str(out), "--generations", "1", "--cost-model", "authors",
+                         "--link-latency", "worst", "--down", "cam05,cam11", "--prefer",
+                         "energy", "--no-plot", "--json"))
+    assert summary["cost_model"] == "authors" and summary["link_latency"] == "worst"
+    assert summary["down"] == ["cam05", "cam11"] and summary["prefer"] == "energy"
+    written = read_plan(out)
+    assert written["cost_model"] == "authors" and written["down"] == ["cam05", "cam11"]
+    downs = {v["device"] for v in written["views"] if v.get("down")}
+    assert downs == {"cam05", "cam11"}
+    with pytest.raises(PlanError, match="down: fleet 'mixed12' has no device 'cam99'"):
+        plan(parse("--fleet", "mixed12", "--ladder", str(ladder), "--min-accuracy", "0.6",
+                   "--out", str(tmp_path / "p.json"), "--down", "cam99"))
+    with pytest.raises(PlanError, match="--down: expected device ids"):
+        plan(parse("--fleet", "mixed12", "--ladder", str(ladder), "--min-accuracy", "0.6",
+                   "--out", str(tmp_path / "p.json"), "--down", "cam01,,cam02"))
 
 
 def test_handler_infeasible_is_machine_readable(ladder, tmp_path):

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from slimedge.plan import PlanError
-from slimedge.plan.search import DEFAULT_GENERATIONS, DEFAULT_PATIENCE, DEFAULT_POP
+from slimedge.plan.search import (
+    DEFAULT_FRONT_THRESHOLDS,
+    DEFAULT_GENERATIONS,
+    DEFAULT_PATIENCE,
+    DEFAULT_POP,
+    PREFER,
+)
+
+COST_MODEL_CHOICES = ("authors", "per-layer", "mac")
 
 
 def add_plan_options(p: argparse.ArgumentParser) -> None:
@@ -33,11 +41,29 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="plan JSON to write (.pareto.csv/.png beside)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pop", type=int, default=DEFAULT_POP, help="NSGA-II population")
-    p.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS)
+    p.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
+                   help="NSGA-II generations after the latency scan and energy chains (0: none)")
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
-                   help="stop after this many generations without a lower latency (0: never)")
-    p.add_argument("--objectives", default="latency,accuracy",
-                   help="latency,accuracy or latency,accuracy,memory")
+                   help="stop after this many generations without a lower latency "
+                        "(0: never)")
+    p.add_argument("--front-thresholds", type=int, default=DEFAULT_FRONT_THRESHOLDS,
+                   help="latency thresholds the energy chains of the front start from")
+    p.add_argument("--objectives", default=None,
+                   help="latency,accuracy then any of energy, battery, memory (default: "
+                        "latency,accuracy,energy and battery where a device runs on one)")
+    p.add_argument("--prefer", default="latency", choices=PREFER,
+                   help="which point of the front is the plan: least latency, least energy "
+                        "per frame, or the balanced knee (see the plan's selection_rule)")
+    p.add_argument("--cost-model", default=None, choices=COST_MODEL_CHOICES,
+                   help="device inference-time model (default: per-layer where the ladder "
+                        "carries its calibration, else mac)")
+    p.add_argument("--link-latency", default="expected", choices=("expected", "worst"),
+                   help="link wait: the expected one (half a connection interval) or the "
+                        "worst case")
+    p.add_argument("--down", default=None, metavar="DEV,...",
+                   help="devices permanently failed: their views are never live")
+    p.add_argument("--frame-period-ms", type=float, default=None,
+                   help="one frame per this many ms, for battery life (default 1000)")
     p.add_argument("--split", default="val", choices=["val", "test"],
                    help="split the search is scored on")
     p.add_argument("--importance", default=None,
@@ -65,6 +91,17 @@ def _load_importance(path: str, manifest_model_hash: str, views: int) -> dict[st
     return data
 
 
+def parse_down(text: str | None) -> tuple[str, ...]:
+    """`--down cam01,cam04` -> ("cam01", "cam04"); the devices are checked against the fleet
+    by `PlanContext.build`."""
+    if text is None:
+        return ()
+    ids = tuple(d.strip() for d in text.split(","))
+    if not all(ids):
+        raise PlanError(f"--down: expected device ids separated by commas, got {text!r}")
+    return ids
+
+
 def _dask_client(address: str) -> Any:
     try:
         from dask.distributed import Client
@@ -86,14 +123,25 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     constraints = Constraints(min_accuracy=args.min_accuracy, k_failures=k,
                               min_accuracy_k=args.min_accuracy_k,
                               max_latency_ms=args.max_latency_ms, epsilon=args.epsilon)
-    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    if objectives not in (("latency", "accuracy"), ("latency", "accuracy", "memory")):
-        raise PlanError(f"--objectives: expected latency,accuracy or latency,accuracy,memory, "
-                        f"got {args.objectives!r}")
+    objectives = None
+    if args.objectives:
+        from slimedge.plan.problem import check_objectives
+
+        try:
+            objectives = check_objectives(o.strip() for o in args.objectives.split(",")
+                                          if o.strip())
+        except ValueError as exc:
+            raise PlanError(f"--{exc}") from None
     settings = SearchSettings(pop=args.pop, generations=args.generations, seed=args.seed,
                               objectives=objectives, patience=args.patience or None,
-                              progress=not getattr(args, "json", False))
-    ctx = PlanContext.from_ladder(args.ladder, fleet, constraints, split=args.split)
+                              progress=not getattr(args, "json", False), prefer=args.prefer,
+                              front_thresholds=args.front_thresholds).validate()
+    down = parse_down(args.down)
+    options: dict[str, Any] = {"down": down, "cost_model": args.cost_model,
+                               "link_latency": args.link_latency}
+    if args.frame_period_ms is not None:
+        options["frame_period_ms"] = args.frame_period_ms
+    ctx = PlanContext.from_ladder(args.ladder, fleet, constraints, split=args.split, **options)
     importance = (_load_importance(args.importance, ctx.ladder["model_hash"], ctx.views)
                   if args.importance else None)
     client = _dask_client(args.dask) if getattr(args, "dask", None) else None

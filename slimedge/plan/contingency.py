@@ -35,12 +35,7 @@ import numpy as np
 from slimedge import _core
 from slimedge.ladder.evaluator import Evaluator
 from slimedge.plan.context import PlanContext
-from slimedge.plan.failures import (
-    live_masks,
-    set_probability,
-    sets_up_to,
-    views_of,
-)
+from slimedge.plan.failures import live_masks, views_of
 
 FACTORS = (0.0, 0.5, 1.5, 2.0)
 PASSES = 3
@@ -153,10 +148,13 @@ def row_floor(ctx: PlanContext) -> float:
 
 def build_contingency(ctx: PlanContext, levels: Sequence[int], *, fit: bool = True,
                       extra: bool = True) -> dict[str, Any]:
-    """Rows for every failure set of size 1..k (k = max(1, k_failures))."""
-    lv = [int(j) for j in levels]
+    """Rows for every failure set of 1..k up devices (k = max(1, k_failures)), and for the
+    down devices alone when some are down."""
+    lv = [int(j) for j in ctx.canonical(np.asarray(levels, np.int64))]
     k = ctx.constraints.report_k
-    masks = sets_up_to(ctx.views, k)
+    masks = ctx.k_masks()
+    if ctx.nominal_mask:  # down devices: the runtime sees their views dead on every frame
+        masks = np.r_[[ctx.nominal_mask], masks].astype(np.int64)
     ev = fitting_evaluator(ctx, ctx.evaluator)
     test_ev = (fitting_evaluator(ctx, ctx.test_evaluator) if ctx.test_evaluator is not None
                else None)
@@ -175,7 +173,7 @@ def build_contingency(ctx: PlanContext, levels: Sequence[int], *, fit: bool = Tr
             "dead_views": views_of(mask),
             "dead_devices": [ctx.device_of(v) for v in views_of(mask)],
             "dead_mask": int(mask),
-            "probability": set_probability(mask, ctx.failure_p),
+            "probability": ctx.set_probability(mask),
             "policy": policy,
             "weights": [float(x) for x in w],
             "accuracy": {"val": acc, "test": _accuracy(test_ev, lv, live, w)},

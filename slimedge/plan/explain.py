@@ -22,7 +22,8 @@ import numpy as np
 
 from slimedge.devices.cost import no_fit_message
 from slimedge.plan.context import PlanContext
-from slimedge.plan.failures import AccuracyCache, sets_up_to, views_of
+from slimedge.plan.device_costs import multi_view_misfit
+from slimedge.plan.failures import AccuracyCache, views_of
 from slimedge.plan.problem import PlanProblem, Record
 
 
@@ -30,20 +31,24 @@ def memory_reasons(ctx: PlanContext) -> list[dict[str, Any]]:
     out = []
     last = ctx.levels - 1
     for v in range(ctx.views):
-        if ctx.fits[v].any():
+        if ctx.fits[v].any() or ctx.lead_view[v] != v:
             continue
         r = int(ctx.view_row[v])
         a = ctx.cost.assessment(r, last)
         d = a.details
+        views = list(ctx.fleet.devices[r].views)
+        several = multi_view_misfit(ctx.cost, ctx.device, r, last, views)
         out.append({
             "constraint": "memory", "device": ctx.device_of(v), "board": ctx.board_of(v),
-            "view": v, "binding": a.binding, "level_index": last,
-            "ram_kind": d["ram_kind"], "ram_needed_bytes": d["ram_needed_bytes"],
+            "view": v, "views": views, "binding": a.binding or d["ram_kind"],
+            "level_index": last, "ram_kind": d["ram_kind"],
+            "ram_needed_bytes": int(ctx.device.ram_needed[r, last]),
             "ram_budget_bytes": d["ram_budget_bytes"],
             "storage_kind": d["storage_kind"],
             "storage_needed_bytes": d["storage_needed_bytes"],
             "storage_budget_bytes": d["storage_budget_bytes"],
-            "message": str(no_fit_message(ctx.cost, r)),
+            "message": ("no level fits; " + several if several is not None
+                        else str(no_fit_message(ctx.cost, r))),
         })
     return out
 
@@ -104,7 +109,7 @@ def explain(ctx: PlanContext, problem: PlanProblem | None = None,
     cache = cache or (problem.cache if problem is not None else
                       AccuracyCache(ctx.evaluator, ctx.base_weights))
     x0 = best_levels(ctx)
-    nominal0 = float(cache.get(x0, [0])[0])
+    nominal0 = float(cache.get(x0, [ctx.nominal_mask])[0])
     records: list[Record] = list(problem.archive.values()) if problem is not None else []
     within = [r for r in records if r.status not in ("memory", "latency")]
     best_nom = max(within, key=lambda r: (r.accuracy, -r.latency_ms), default=None)
@@ -121,7 +126,7 @@ def explain(ctx: PlanContext, problem: PlanProblem | None = None,
                         f"objects; {len(records)} candidates scored)"),
         }]
     if c.min_accuracy_k is not None:
-        k_masks = sets_up_to(ctx.views, c.report_k)
+        k_masks = ctx.k_masks()
         cands = [x0] + [np.array(r.levels) for r in within if r.accuracy >= c.min_accuracy]
         best_k, best_x, best_mask = -math.inf, x0, -1
         for x in cands:

@@ -17,18 +17,17 @@ import numpy as np
 from slimedge.ladder.evaluator import Evaluator
 from slimedge.plan.context import PlanContext
 from slimedge.plan.contingency import fitting_evaluator
+from slimedge.plan.device_costs import multi_view_misfit
 from slimedge.plan.failures import (
     FailureSets,
-    enumerate_failure_sets,
     expected_accuracy,
     live_masks,
-    sets_up_to,
     views_of,
 )
 
 
 def failure_sets(ctx: PlanContext) -> FailureSets:
-    return enumerate_failure_sets(ctx.failure_p, ctx.constraints.epsilon)
+    return ctx.failure_sets()
 
 
 def split_accuracies(ctx: PlanContext, ev: Evaluator, levels: Sequence[int],
@@ -55,55 +54,72 @@ def accuracy_figures(ctx: PlanContext, ev: Evaluator, levels: Sequence[int],
                      weights_by_mask: Mapping[int, np.ndarray] | None = None) -> dict[str, Any]:
     """Nominal, expected (with the neglected mass) and worst-k accuracy on one split."""
     k = ctx.constraints.report_k
-    k_masks = sets_up_to(ctx.views, k)
-    union = np.union1d(np.union1d(sets.masks, k_masks), [0])
+    k_masks = ctx.k_masks()
+    nominal = ctx.nominal_mask
+    union = np.union1d(np.union1d(sets.masks, k_masks), [nominal])
     acc = dict(zip(union.tolist(),
                    split_accuracies(ctx, ev, levels, union, weights_by_mask).tolist(),
                    strict=True))
     expected = expected_accuracy(np.array([acc[int(m)] for m in sets.masks]), sets)
     worst_mask = min(k_masks.tolist(), key=lambda m: (acc[m], m)) if len(k_masks) else None
+    down = views_of(nominal)
     return {
-        "accuracy": acc[0],
+        "accuracy": acc[nominal],
         "expected_accuracy": expected,
         "expected_accuracy_neglected_mass": sets.neglected_mass,
         "worst_k_accuracy": acc[worst_mask] if worst_mask is not None else math.nan,
-        "worst_k_dead_views": views_of(worst_mask) if worst_mask is not None else [],
+        "worst_k_dead_views": ([v for v in views_of(worst_mask) if v not in down]
+                               if worst_mask is not None else []),
         "k": k,
         "objects": int(len(ev.labels)),
     }
 
 
 def cost_figures(ctx: PlanContext, levels: Sequence[int]) -> dict[str, Any]:
-    """Latency with its per-device breakdown, model bytes and memory margins per device."""
-    x = np.asarray(levels, np.int64)
-    cost = ctx.cost
-    devices = {}
+    """Latency with its per-device breakdown, energy, model bytes and memory margins per device
+    (a device with several views: its whole load, `device_costs`; down devices: marked down)."""
+    x = ctx.canonical(np.asarray(levels, np.int64))
+    cost, dev = ctx.cost, ctx.device
+    devices: dict[str, Any] = {}
     infeasible = []
     for v in range(ctx.views):
         r, j = int(ctx.view_row[v]), int(x[v])
-        dev = cost.devices[r]
+        name = cost.devices[r]
+        if name in devices:
+            continue
+        views = [int(u) for u in ctx.fleet.devices[r].views]
+        if not ctx.up[v]:
+            devices[name] = {"view": v, "views": views, "board": cost.boards[r], "down": True,
+                             "level_index": j, "level": float(cost.levels[j]),
+                             "format": cost.formats[r]}
+            continue
         details = cost.assessment(r, j).details
-        devices[dev] = {
-            "view": v, "board": cost.boards[r], "level_index": j,
-            "level": float(cost.levels[j]), "format": cost.formats[r],
-            "inference_ms": float(cost.inference_ms[r, j]),
-            "transfer_ms": float(cost.transfer_ms[r]),
-            "total_ms": float(cost.total_ms[r, j]),
+        fits = bool(dev.fits[r, j])
+        devices[name] = {
+            "view": v, "views": views, "board": cost.boards[r], "down": False,
+            "level_index": j, "level": float(cost.levels[j]), "format": cost.formats[r],
+            "inference_ms": float(cost.inference_ms[r, j]) * len(views),
+            "transfer_ms": float(cost.transfer_ms[r]) * len(views),
+            "total_ms": float(dev.time_ms[r, j]),
+            "energy_mj": float(dev.energy_mj[r, j]),
+            "battery_life_h": float(dev.life_h[r, j]) if dev.battery_powered[r] else None,
             "ram_kind": details["ram_kind"],
-            "ram_needed_bytes": int(cost.ram_needed[r, j]),
+            "ram_needed_bytes": int(dev.ram_needed[r, j]),
             "ram_budget_bytes": int(cost.ram_budget[r]),
-            "ram_margin_bytes": int(cost.ram_margin[r, j]),
+            "ram_margin_bytes": int(cost.ram_budget[r] - dev.ram_needed[r, j]),
             "storage_kind": details["storage_kind"],
-            "storage_needed_bytes": int(cost.storage_needed[r, j]),
+            "storage_needed_bytes": int(dev.storage_needed[r, j]),
             "storage_budget_bytes": int(cost.storage_budget[r]),
-            "storage_margin_bytes": int(cost.storage_margin[r, j]),
-            "fits": bool(cost.fits[r, j]),
+            "storage_margin_bytes": int(cost.storage_budget[r] - dev.storage_needed[r, j]),
+            "fits": fits,
         }
-        if not cost.fits[r, j]:
-            infeasible.append({"device": dev, "view": v, "level_index": j,
-                               "message": cost.message(r, j)})
+        if not fits:
+            msg = (multi_view_misfit(cost, dev, r, j, views) if len(views) > 1
+                   else cost.message(r, j))
+            infeasible.append({"device": name, "view": v, "level_index": j, "message": msg})
     per = ctx.total_ms[np.arange(ctx.views), x]
     slowest = int(np.argmax(per))
+    life = float(ctx.lives(x[None, :])[0])
     return {
         "levels": [int(j) for j in x],
         "fractions": [float(cost.levels[j]) for j in x],
@@ -114,6 +130,8 @@ def cost_figures(ctx: PlanContext, levels: Sequence[int]) -> dict[str, Any]:
             "aggregator_ms": float(ctx.aggregator_ms),
             "devices": devices,
         },
+        "energy_mj": float(ctx.energies(x[None, :])[0]),
+        "battery_life_h": life if np.isfinite(life) else None,
         "model_bytes": int(ctx.model_bytes[np.arange(ctx.views), x].sum()),
         "fits": not infeasible,
         "infeasible_devices": infeasible,
@@ -138,7 +156,7 @@ def figures(ctx: PlanContext, levels: Sequence[int], *, sets: FailureSets | None
             weights_by_mask: Mapping[int, np.ndarray] | None = None) -> dict[str, Any]:
     """Every reported figure of one configuration (val, and test where cached)."""
     sets = failure_sets(ctx) if sets is None else sets
-    lv = [int(j) for j in levels]
+    lv = [int(j) for j in ctx.canonical(np.asarray(levels, np.int64))]
     out = cost_figures(ctx, lv)
     out["val"] = accuracy_figures(ctx, ctx.evaluator, lv, sets, weights_by_mask)
     if ctx.test_evaluator is not None:
@@ -153,6 +171,8 @@ def summary_row(fig: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "levels": fig["levels"],
         "latency_ms": fig["latency_ms"],
+        "energy_mj": fig["energy_mj"],
+        "battery_life_h": fig.get("battery_life_h"),
         "accuracy": val["accuracy"],
         "expected_accuracy": val["expected_accuracy"],
         "worst_k_accuracy": val["worst_k_accuracy"],
@@ -160,4 +180,5 @@ def summary_row(fig: Mapping[str, Any]) -> dict[str, Any]:
         "fits": fig["fits"],
         "meets_constraints": fig["meets"]["all"],
         "test_accuracy": fig["test"]["accuracy"] if "test" in fig else None,
+        **{k: fig[k] for k in ("latency_vs_plan", "energy_vs_plan") if k in fig},
     }

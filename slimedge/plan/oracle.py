@@ -1,12 +1,15 @@
 """Exhaustive search for small instances: the true minimal-latency configuration that meets the
 floors, to measure the search's optimality gap.
 
-Every combination of fitting levels (memory-infeasible levels are never enumerated) is ordered
-by system latency; groups of equal latency are scored in that order with the search's own
-scoring (`PlanProblem.assess`: latency cap, nominal floor, worst-k floor, expected accuracy),
-and the first group holding a feasible configuration gives the answer, chosen inside the group
-by the search's selection rule. So the oracle and the search agree on every definition and
-differ only in how they visit configurations.
+Configurations are visited in order of system latency, one latency value at a time: for each
+distinct device time t (ascending), every combination of fitting levels whose slowest device
+takes exactly t is enumerated (the devices before the first one at t below it, that one at t,
+the rest at or below t: disjoint, so nothing is scored twice) and scored with the search's own
+scoring (`PlanProblem.assess`: latency cap, nominal floor, worst-k floor, expected accuracy). The
+first latency holding a feasible configuration gives the answer, chosen inside it by the
+search's selection rule. So the oracle and the search agree on every definition and differ only
+in how they visit configurations; only configurations up to the answer's latency are ever built,
+which keeps 8-device instances within reach. A device with several views is one variable.
 """
 
 from __future__ import annotations
@@ -22,47 +25,69 @@ from slimedge.plan.failures import AccuracyCache
 from slimedge.plan.problem import PlanProblem, Record
 from slimedge.plan.search import choose
 
-MAX_COMBINATIONS = 250_000
+MAX_COMBINATIONS = 250_000  # configurations scored at most
+CHUNK = 4096
 
 
 @dataclass
 class OracleResult:
     best: Record | None
-    combinations: int  # fitting combinations enumerated
+    combinations: int  # fitting combinations in the whole space
     scored: int  # configurations scored before the answer was certain
     problem: PlanProblem
 
 
-def combinations(ctx: PlanContext) -> np.ndarray:
-    """(n, V) every combination of fitting levels."""
-    choices = [np.flatnonzero(ctx.fits[v]) for v in range(ctx.views)]
-    grids = np.meshgrid(*choices, indexing="ij")
+def _grid(parts: list[np.ndarray]) -> np.ndarray:
+    grids = np.meshgrid(*parts, indexing="ij")
     return np.stack([g.reshape(-1) for g in grids], axis=1).astype(np.int64)
+
+
+def at_latency(choices: list[np.ndarray], times: list[np.ndarray], t: float) -> np.ndarray:
+    """(n, G) every combination (one level per device) whose slowest device takes exactly t."""
+    out = []
+    for i in range(len(choices)):
+        if not np.any(times[i] == t):
+            continue
+        parts = ([c[tm < t] for c, tm in zip(choices[:i], times[:i], strict=True)]
+                 + [choices[i][times[i] == t]]
+                 + [c[tm <= t] for c, tm in zip(choices[i + 1:], times[i + 1:], strict=True)])
+        if all(len(p) for p in parts):
+            out.append(_grid(parts))
+    return np.concatenate(out) if out else np.zeros((0, len(choices)), np.int64)
 
 
 def exhaustive(ctx: PlanContext, *, max_combinations: int = MAX_COMBINATIONS,
                cache: AccuracyCache | None = None) -> OracleResult:
-    counts = [int(ctx.fits[v].sum()) for v in range(ctx.views)]
+    groups = ctx.groups()
+    leads = [int(g[0]) for g in groups]
+    choices = [np.flatnonzero(ctx.fits[v]) for v in leads]
+    counts = [len(c) for c in choices]
     n = math.prod(counts)
     if n == 0:
-        raise PlanError("oracle: some view has no fitting level (nothing to enumerate)")
-    if n > max_combinations:
-        raise PlanError(f"oracle: {n:,} combinations of fitting levels exceed the limit "
-                        f"{max_combinations:,} (levels per view: {counts})")
-    X = combinations(ctx)
-    lat = ctx.latencies(X)
-    order = np.argsort(lat, kind="stable")
-    X, lat = X[order], lat[order]
+        raise PlanError("oracle: some device has no fitting level (nothing to enumerate)")
+    times = [ctx.total_ms[v, c] for v, c in zip(leads, choices, strict=True)]
+    lo = max(float(tm.min()) for tm in times)
+    ts = np.unique(np.concatenate(times))
+    ts = ts[ts >= lo]
     problem = PlanProblem(ctx, cache=cache)
     cap = ctx.constraints.max_latency_ms
-    starts = np.flatnonzero(np.r_[True, lat[1:] != lat[:-1]])
-    ends = np.r_[starts[1:], len(lat)]
+    base = ctx.canonical(np.zeros(ctx.views, np.int64))
     scored = 0
-    for s, e in zip(starts, ends, strict=True):
-        if cap is not None and lat[s] > cap:
+    for t in ts:
+        if cap is not None and t + ctx.aggregator_ms > cap:
             break
-        recs = problem.assess(X[s:e])
-        scored += int(e - s)
+        combos = at_latency(choices, times, float(t))
+        if scored + len(combos) > max_combinations:
+            raise PlanError(f"oracle: more than {max_combinations:,} configurations at or "
+                            f"below {t + ctx.aggregator_ms:.4g} ms (levels per device: "
+                            f"{counts})")
+        recs: list[Record] = []
+        for s in range(0, len(combos), CHUNK):
+            X = np.repeat(base[None, :], len(combos[s:s + CHUNK]), axis=0)
+            for gi, g in enumerate(groups):
+                X[:, g] = combos[s:s + CHUNK, gi][:, None]
+            recs.extend(problem.assess(X))
+        scored += len(combos)
         best = choose(recs)
         if best is not None:
             return OracleResult(best, n, scored, problem)

@@ -7,10 +7,13 @@
              "views": 12, "feature_dim": 128, "pool_mode": "max", ...},
   "fleet": {"name": "mixed12", "aggregator": {...}, "devices": [...]},
   "constraints": {"min_accuracy": 0.85, "k_failures": 2, "min_accuracy_k": 0.8, ...},
+  "cost_model": "per-layer", "link_latency": "expected", "frame_period_ms": 1000.0,
+  "down": [],
   "search": {"algorithm": "NSGA-II (pymoo)", "seed": 0, "selection_rule": "...", ...},
   "views": [{"view": 0, "device": "cam00", "board": "esp32s3", "level_index": 3,
              "level": 0.3, "format": "int8", "total_ms": 112.9, "ram_margin_bytes": ...}],
-  "predicted": {"latency_ms": ..., "latency_breakdown": {...}, "model_bytes": ...,
+  "predicted": {"latency_ms": ..., "latency_breakdown": {...}, "energy_mj": ...,
+                "battery_life_h": ..., "model_bytes": ...,
                 "val": {"accuracy", "expected_accuracy", "expected_accuracy_neglected_mass",
                         "worst_k_accuracy", "worst_k_dead_views", "k"},
                 "test": {...}, "meets": {...}},
@@ -44,7 +47,7 @@ from slimedge.plan import PlanError
 PLAN_FORMAT = "slimedge-plan"
 PLAN_VERSION = 1
 PARETO_FIELDS = ("rank", "levels", "latency_ms", "expected_accuracy", "accuracy",
-                 "worst_k_accuracy", "model_bytes", "chosen")
+                 "worst_k_accuracy", "energy_mj", "battery_life_h", "model_bytes", "chosen")
 
 
 class PlanFileError(PlanError):

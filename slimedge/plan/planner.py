@@ -19,7 +19,7 @@ import numpy as np
 
 from slimedge.ladder.importance import MAX_EXACT_VIEWS, view_importance
 from slimedge.plan import PlanInfeasibleError
-from slimedge.plan.baselines import run_baselines
+from slimedge.plan.baselines import ratio, run_baselines
 from slimedge.plan.context import PlanContext
 from slimedge.plan.contingency import build_contingency, weights_by_mask
 from slimedge.plan.explain import explain, explanation_text, latency_reasons, memory_reasons
@@ -28,14 +28,24 @@ from slimedge.plan.figures import failure_sets, figures, summary_row
 from slimedge.plan.plan_file import PLAN_FORMAT, PLAN_VERSION
 from slimedge.plan.search import SearchResult, SearchSettings, make_cache, search
 
-SELECTION_RULE = (
-    "lowest system latency among the feasible candidates scored (memory fits, latency <= "
-    "max_latency_ms, nominal accuracy >= min_accuracy, worst accuracy over failure sets of "
-    "size 1..k >= min_accuracy_k); ties: higher expected accuracy, higher nominal accuracy, "
-    "fewer model bytes, smaller level vector"
-)
-PLACEMENT = ("fixed: each view runs on the one device of the fleet file whose camera sees it "
-             "(one view per device)")
+SELECTION_RULES = {
+    "latency": ("lowest system latency among the feasible candidates scored (memory fits, "
+                "latency <= max_latency_ms, nominal accuracy >= min_accuracy, worst accuracy "
+                "over failure sets of 1..k devices >= min_accuracy_k); ties: higher expected "
+                "accuracy, lower energy, higher nominal accuracy, fewer model bytes, smaller "
+                "level vector"),
+    "energy": ("lowest energy per frame among the feasible candidates scored; ties: lower "
+               "latency, higher expected accuracy, higher nominal accuracy, fewer model bytes, "
+               "smaller level vector"),
+    "balanced": ("on the Pareto front of the feasible candidates, latency, energy per frame "
+                 "and expected accuracy each scaled to [0, 1] over the front (0 = its best); "
+                 "the candidate with the smallest worst scaled regret (Chebyshev knee); ties: "
+                 "lower latency, higher expected accuracy, lower energy"),
+}
+SELECTION_RULE = SELECTION_RULES["latency"]
+PLACEMENT = ("fixed: each view runs on the one device of the fleet file whose camera sees it; "
+             "a device with several views runs one level for all of them, its branches in "
+             "series")
 
 
 @dataclass
@@ -71,7 +81,9 @@ def _fleet_info(ctx: PlanContext) -> dict[str, Any]:
         "aggregator": {"kind": f.aggregator.kind, "name": f.aggregator.name,
                        "ms": ctx.aggregator_ms},
         "devices": [{"id": d.id, "board": d.board_id, "views": list(d.views),
-                     "failure_probability": d.failure_probability} for d in f.devices],
+                     "failure_probability": d.failure_probability, "down": d.id in ctx.down}
+                    for d in f.devices],
+        "down": list(ctx.down),
     }
 
 
@@ -79,6 +91,8 @@ def _pareto_rows(result: SearchResult, best_levels: tuple[int, ...]) -> list[dic
     return [{"rank": i, "levels": list(r.levels), "latency_ms": r.latency_ms,
              "expected_accuracy": r.expected, "accuracy": r.accuracy,
              "worst_k_accuracy": None if math.isnan(r.worst_k) else r.worst_k,
+             "energy_mj": r.energy_mj,
+             "battery_life_h": r.life_h if math.isfinite(r.life_h) else None,
              "model_bytes": r.model_bytes, "chosen": r.levels == best_levels}
             for i, r in enumerate(result.front)]
 
@@ -105,7 +119,8 @@ def make_plan(ctx: PlanContext, settings: SearchSettings | None = None, *,
     cache = make_cache(ctx, runner=runner, client=client)
     sets = failure_sets(ctx)
     result = search(ctx, settings, importance=np.asarray(imp["shapley"], float), cache=cache)
-    base = run_baselines(ctx, imp, cache=cache, sets=sets) if baselines else {}
+    base = (run_baselines(ctx, imp, cache=cache, sets=sets, fit_contingency=fit_contingency)
+            if baselines else {})
     if result.best is None:
         reasons = explain(ctx, result.problem, cache)
         raise _infeasible(ctx, reasons, search=result.stats(),
@@ -114,7 +129,8 @@ def make_plan(ctx: PlanContext, settings: SearchSettings | None = None, *,
     table = build_contingency(ctx, levels, fit=fit_contingency)
     fig = figures(ctx, levels, sets=sets, weights_by_mask=weights_by_mask(table))
     for b in base.values():
-        b["latency_vs_plan"] = b["latency_ms"] / fig["latency_ms"]
+        b["latency_vs_plan"] = ratio(b["latency_ms"], fig["latency_ms"], b["fits"])
+        b["energy_vs_plan"] = ratio(b["energy_mj"], fig["energy_mj"], b["fits"])
     views = []
     head = ("board", "level_index", "level", "format")
     for v in range(ctx.views):
@@ -133,11 +149,16 @@ def make_plan(ctx: PlanContext, settings: SearchSettings | None = None, *,
                    "pool_mode": ctx.pool_mode},
         "fleet": _fleet_info(ctx),
         "constraints": ctx.constraints.to_dict(),
-        "search": {**settings.to_dict(), **result.stats(), "selection_rule": SELECTION_RULE,
-                   "placement": PLACEMENT},
+        "search": {**settings.to_dict(), **result.stats(),
+                   "selection_rule": SELECTION_RULES[settings.prefer], "placement": PLACEMENT},
+        "cost_model": ctx.cost.cost_model,
+        "link_latency": ctx.cost.link_latency,
+        "frame_period_ms": ctx.frame_period_ms,
+        "down": list(ctx.down),
         "views": views,
-        "predicted": {k: fig[k] for k in ("latency_ms", "latency_breakdown", "model_bytes",
-                                          "val", "test", "meets") if k in fig},
+        "predicted": {k: fig[k] for k in ("latency_ms", "latency_breakdown", "energy_mj",
+                                          "battery_life_h", "model_bytes", "val", "test",
+                                          "meets") if k in fig},
         "failure_sets": {"epsilon": sets.epsilon, "count": len(sets),
                          "neglected_mass": sets.neglected_mass, "by_size": by_size},
         "importance": {k: imp[k] for k in ("shapley", "ratio", "full_accuracy", "note")
@@ -151,8 +172,9 @@ def make_plan(ctx: PlanContext, settings: SearchSettings | None = None, *,
     if plot:
         from slimedge.plan.plots import pareto_png
 
-        feas = [(r.latency_ms, r.expected) for r in result.problem.feasible_records()]
-        chosen = {"latency_ms": fig["latency_ms"],
+        feas = [(r.latency_ms, r.expected, r.energy_mj)
+                for r in result.problem.feasible_records()]
+        chosen = {"latency_ms": fig["latency_ms"], "energy_mj": fig["energy_mj"],
                   "expected_accuracy": result.best.expected}
         png = pareto_png(feas, rows, chosen, base,
                          f"{ctx.fleet.name}: plan vs baselines (val)")
@@ -176,6 +198,12 @@ def plan_summary(plan: Mapping[str, Any]) -> dict[str, Any]:
         "levels": [v["level_index"] for v in plan["views"]],
         "devices": [v["device"] for v in plan["views"]],
         "latency_ms": p["latency_ms"],
+        "energy_mj": p["energy_mj"],
+        "battery_life_h": p.get("battery_life_h"),
+        "cost_model": plan["cost_model"],
+        "link_latency": plan["link_latency"],
+        "down": list(plan["down"]),
+        "prefer": plan["search"]["prefer"],
         "accuracy": val["accuracy"],
         "expected_accuracy": val["expected_accuracy"],
         "expected_accuracy_neglected_mass": val["expected_accuracy_neglected_mass"],

@@ -6,7 +6,14 @@ Objectives (all minimized):
   aggregator's pooling and head (views run in parallel; `PlanContext.latencies`);
 - minus the expected accuracy under independent device failures (`failures`), exact over the
   failure sets with probability > epsilon;
-- optionally total model bytes over the fleet (`objectives=("latency", "accuracy", "memory")`).
+- energy per frame (mJ), summed over the up devices (active + radio, `device_costs`);
+- minus the battery life (h) of the weakest battery-powered up device (only where the fleet has
+  one: otherwise it is the same for every configuration and is left out);
+- optionally total model bytes over the fleet (`"memory"`).
+
+`objectives` names them: ("latency", "accuracy") first, then any of "energy", "battery",
+"memory" (default: `default_objectives(ctx)`, latency, accuracy, energy and battery where it
+applies), so the front is a real trade between latency, accuracy and energy.
 
 Constraints (G <= 0 is met), checked cheapest first; a candidate that fails one is not scored
 further, so the accuracy work is spent only where it can matter:
@@ -36,7 +43,7 @@ the Pareto front are chosen: all of them were measured, not only the last popula
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,12 +55,25 @@ from slimedge.plan.failures import (
     AccuracyCache,
     FailureSets,
     expected_accuracy,
-    sets_up_to,
 )
-from slimedge.plan.figures import failure_sets
 
-OBJECTIVES = ("latency", "accuracy", "memory")
+OBJECTIVES = ("latency", "accuracy", "energy", "battery", "memory")
 NOT_REACHED = 1.0  # violation reported for a check a candidate never reached
+
+
+def default_objectives(ctx: PlanContext) -> tuple[str, ...]:
+    """latency, accuracy, energy, and battery where an up device runs on one."""
+    return ("latency", "accuracy", "energy") + (("battery",) if ctx.has_battery else ())
+
+
+def check_objectives(objectives: Iterable[str]) -> tuple[str, ...]:
+    objectives = tuple(objectives)
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad or objectives[:2] != ("latency", "accuracy") or len(set(objectives)) != len(
+            objectives):
+        raise ValueError(f"objectives: expected latency,accuracy then any of energy, battery, "
+                         f"memory; got {','.join(objectives)}")
+    return objectives
 
 
 @dataclass
@@ -64,6 +84,8 @@ class Record:
     latency_ms: float
     model_bytes: int
     status: str  # "memory" | "latency" | "accuracy" | "accuracy_k" | "feasible"
+    energy_mj: float = math.nan  # per frame, summed over the up devices
+    life_h: float = math.inf  # weakest battery-powered up device; inf when none
     accuracy: float = math.nan  # nominal, val
     worst_k: float = math.nan
     expected: float = math.nan
@@ -80,27 +102,27 @@ class MemoryRepair(Repair):
 
     def __init__(self, ctx: PlanContext) -> None:
         super().__init__()
+        self.ctx = ctx
         self.map = ctx.repair_map()
         if np.any(self.map < 0):
             raise ValueError("MemoryRepair: a view has no fitting level (explain before search)")
 
     def _do(self, problem, X, **kwargs):  # noqa: ANN001 (pymoo signature)
         x = np.clip(np.round(np.asarray(X, float)), 0, self.map.shape[1] - 1).astype(np.int64)
+        x = self.ctx.canonical(x)  # one level per device; down views at a fixed level
         return self.map[np.arange(self.map.shape[0])[None, :], x]
 
 
 class PlanProblem(Problem):
     """Vectorized pymoo problem over per-view level indices (see module docstring)."""
 
-    def __init__(self, ctx: PlanContext, *, objectives: Sequence[str] = ("latency", "accuracy"),
+    def __init__(self, ctx: PlanContext, *, objectives: Sequence[str] | None = None,
                  cache: AccuracyCache | None = None, sets: FailureSets | None = None,
                  violation_objective: bool = False) -> None:
-        objectives = tuple(objectives)
-        bad = [o for o in objectives if o not in OBJECTIVES]
-        if bad or objectives[:2] != ("latency", "accuracy") or len(set(objectives)) != len(
-                objectives):
-            raise ValueError(f"objectives: expected ('latency', 'accuracy'[, 'memory']), "
-                             f"got {objectives}")
+        objectives = check_objectives(default_objectives(ctx) if objectives is None
+                                      else objectives)
+        if "battery" in objectives and not ctx.has_battery:
+            objectives = tuple(o for o in objectives if o != "battery")
         self.violation_objective = violation_objective
         super().__init__(n_var=ctx.views, n_obj=len(objectives) + violation_objective,
                          n_ieq_constr=0 if violation_objective else 4, xl=0,
@@ -109,9 +131,9 @@ class PlanProblem(Problem):
         self.objectives = objectives
         self.cache = cache if cache is not None else AccuracyCache(ctx.evaluator,
                                                                    ctx.base_weights)
-        self.sets = sets if sets is not None else failure_sets(ctx)
+        self.sets = sets if sets is not None else ctx.failure_sets()
         c = ctx.constraints
-        self.k_masks = sets_up_to(ctx.views, c.report_k) if c.min_accuracy_k is not None \
+        self.k_masks = ctx.k_masks() if c.min_accuracy_k is not None \
             else np.zeros(0, np.int64)
         self.archive: dict[tuple[int, ...], Record] = {}
         self.evaluations = 0  # candidates scored, repeats included
@@ -120,7 +142,7 @@ class PlanProblem(Problem):
     def assess(self, X: np.ndarray) -> list[Record]:
         """Records of the configurations X (P, V), scoring the ones not seen before."""
         ctx, c = self.ctx, self.ctx.constraints
-        X = np.asarray(np.round(X), np.int64).reshape(-1, ctx.views)
+        X = ctx.canonical(np.asarray(np.round(X), np.int64).reshape(-1, ctx.views))
         self.evaluations += len(X)
         keys = [tuple(int(j) for j in row) for row in X]
         new = {}
@@ -138,7 +160,9 @@ class PlanProblem(Problem):
         fits = ctx.fits[rows[None, :], X].all(axis=1)
         lat = ctx.latencies(X)
         mem = ctx.model_bytes[rows[None, :], X].sum(axis=1)
-        recs = [Record(k, float(lat[i]), int(mem[i]), "memory") for i, k in enumerate(keys)]
+        energy, life = ctx.energies(X), ctx.lives(X)
+        recs = [Record(k, float(lat[i]), int(mem[i]), "memory", float(energy[i]),
+                       float(life[i])) for i, k in enumerate(keys)]
         alive = [i for i in range(len(keys)) if fits[i]]
         for i in alive:
             recs[i].status = "latency"
@@ -147,7 +171,7 @@ class PlanProblem(Problem):
         for i in alive:
             recs[i].status = "accuracy"
         # nominal accuracy first: one evaluator value per candidate
-        nominal = self.cache.get_many([(X[i], [0]) for i in alive])
+        nominal = self.cache.get_many([(X[i], [ctx.nominal_mask]) for i in alive])
         for i, a in zip(alive, nominal, strict=True):
             recs[i].accuracy = float(a[0])
         alive = [i for i in alive if recs[i].accuracy >= c.min_accuracy]
@@ -182,8 +206,9 @@ class PlanProblem(Problem):
     def objective_values(self, r: Record) -> list[float]:
         acc = 0.0 if math.isnan(r.expected) else r.expected
         out = [r.latency_ms, -acc]
-        if "memory" in self.objectives:
-            out.append(float(r.model_bytes))
+        for name in self.objectives[2:]:
+            out.append({"energy": r.energy_mj, "battery": -min(r.life_h, 1e12),
+                        "memory": float(r.model_bytes)}[name])
         return out
 
     def violation(self, r: Record) -> float:

@@ -1,6 +1,25 @@
-"""NSGA-II over per-view levels, with an informed initial population and a documented choice.
+"""The search: an exact-by-construction latency scan, energy chains for the front, then NSGA-II.
 
-Initial population (then filled with seeded random levels), every member memory-repaired:
+System latency is a max over devices, so it takes at most V x L distinct values (a device time at
+some level), and below a threshold T the allowed levels of each view form a box (those that fit
+and take <= T). The search works on that structure first, then lets NSGA-II refine the front:
+
+1. Scan: thresholds T in increasing order; at each, the box's corner (every device at its
+   least-pruned level within T) is scored. Pruning less does not lower measured accuracy much
+   or often, so the corner is the box's most accurate configuration nearly always; where the
+   corner misses a floor by at most `REPAIR_MARGIN`, a hill climb inside the box (one device
+   moved to another level of the box per step, best nominal / worst-k gain) looks for a
+   configuration that meets it. The first threshold with a feasible configuration gives the
+   least latency. Each corner costs one nominal accuracy before anything else is spent.
+2. Chains (the front): from the corners of up to `front_thresholds` thresholds at and above that
+   latency, a greedy descent in energy: each step prunes one device one more level, the one
+   that saves the most energy per nominal accuracy lost, while the nominal floor holds; points
+   along the chain are then scored in full (worst-k, expected accuracy), so the front trades
+   latency, accuracy and energy (and battery life where a device runs on one).
+3. NSGA-II (pymoo) on `PlanProblem`, seeded with everything feasible found so far and with the
+   informed population below, for `generations` (0: none) with `patience`.
+
+Initial population of NSGA-II (then filled with seeded random levels), every member repaired:
 
 - uniform: every view at level j, for each j;
 - speed-guided: for each latency threshold T, every view at its least-pruned fitting level
@@ -12,25 +31,23 @@ Initial population (then filled with seeded random levels), every member memory-
 Variation: SBX on the level indices with rounding (pymoo's integer recipe), then
 `BottleneckMutation` (rounded polynomial mutation plus, for half of the offspring, a step
 that lowers the slowest device's time and wins back accuracy on another view), then
-`MemoryRepair`. Duplicates are eliminated. A tqdm bar counts generations.
+`MemoryRepair` (which also keeps a device's views at one level). Duplicates are eliminated.
+Constraint violation is an extra objective (`violation_objective`, pymoo's constraints-as-
+objectives technique), so near-feasible fast candidates survive while nothing feasible is as
+fast. Stopping: after `generations`, or after `patience` generations in which the lowest
+feasible latency did not go down.
 
-Constraint handling: by default the total constraint violation is a third objective
-(`violation_objective`; the constraints-as-objectives technique that pymoo also ships as
-`ConstraintsAsObjective`) rather than a hard feasibility-first rule. System latency is a max
-over devices, so the configurations that lower it often miss an accuracy floor by a little at
-first; ranking every infeasible candidate below every feasible one discards exactly those,
-and the search stalls on a latency plateau. As an objective, an infeasible candidate survives
-only while nothing feasible is as fast, which keeps the search working at the frontier.
-Feasibility is still decided exactly, and only feasible candidates can become the plan.
+Selection rule (the plan), among every candidate scored and found feasible (fits memory,
+latency <= max_latency_ms, nominal accuracy >= min_accuracy, worst accuracy over the failure
+sets of 1..k devices >= min_accuracy_k), by `prefer`:
 
-Stopping: after `generations`, or after `patience` generations without a lower feasible latency.
-
-Selection rule (the plan): among every candidate the search scored and found feasible (fits
-memory, latency <= max_latency_ms, nominal accuracy >= min_accuracy, worst accuracy over the
-failure sets of size 1..k >= min_accuracy_k), the one with the lowest system latency; ties go
-to the higher expected accuracy, then the higher nominal accuracy, then the fewer model bytes,
-then the smaller level vector. That candidate is on the Pareto front of the feasible
-candidates (the front is also written out).
+- `latency` (default): the lowest system latency; ties: higher expected accuracy, lower energy,
+  higher nominal accuracy, fewer model bytes, smaller level vector;
+- `energy`: the lowest energy per frame; ties: lower latency, then as above;
+- `balanced`: on the Pareto front, latency, energy and expected accuracy are each scaled to
+  [0, 1] over the front (0 = the front's best); the candidate whose worst scaled regret is the
+  smallest (a Chebyshev knee); ties: lower latency, then as above.
+Every choice is on the Pareto front of the feasible candidates (the front is written out).
 """
 
 from __future__ import annotations
@@ -54,39 +71,57 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from slimedge.plan.context import PlanContext
 from slimedge.plan.failures import AccuracyCache, Runner
-from slimedge.plan.problem import MemoryRepair, PlanProblem, Record
+from slimedge.plan.problem import MemoryRepair, PlanProblem, Record, check_objectives
 
-DEFAULT_POP = 64
-DEFAULT_GENERATIONS = 80
-DEFAULT_PATIENCE = 40
+DEFAULT_POP = 32
+DEFAULT_GENERATIONS = 40
+DEFAULT_PATIENCE = 5
+DEFAULT_FRONT_THRESHOLDS = 6
+CHAIN_POINTS = 4  # points scored in full along each energy chain (the chain's end included)
+ASCENT_PASSES = 3  # coordinate-ascent passes inside one box
+PAIR_POOL = 8  # single moves whose pairs are tried when none helps alone
+ACTIVE_SETS = 5  # worst failure sets the worst-k ascent raises at a time
+PREFER = ("latency", "energy", "balanced")
 
 
 @dataclass(frozen=True)
 class SearchSettings:
     pop: int = DEFAULT_POP
-    generations: int = DEFAULT_GENERATIONS
+    generations: int = DEFAULT_GENERATIONS  # NSGA-II generations after scan and chains; 0: none
     seed: int = 0
-    objectives: tuple[str, ...] = ("latency", "accuracy")
+    objectives: tuple[str, ...] | None = None  # None: `problem.default_objectives(ctx)`
     violation_objective: bool = True  # constraint violation as an objective (see module doc)
-    patience: int | None = DEFAULT_PATIENCE  # stop after this many generations without a
-    # lower feasible latency; None: run every generation
+    patience: int | None = DEFAULT_PATIENCE  # stop NSGA-II after this many generations
+    # without a lower feasible latency; None: run every generation
     progress: bool = False
+    prefer: str = "latency"  # selection rule (module docstring)
+    front_thresholds: int = DEFAULT_FRONT_THRESHOLDS  # energy chains, one per threshold
 
     def validate(self) -> SearchSettings:
         from slimedge.plan import PlanError
 
-        for name, low in (("pop", 4), ("generations", 1), ("patience", 1)):
+        for name, low in (("pop", 4), ("generations", 0), ("patience", 1),
+                          ("front_thresholds", 0)):
             value = getattr(self, name)
             if name == "patience" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PlanError(f"{name}: expected a whole number >= {low}, got {value!r}")
+        if self.prefer not in PREFER:
+            raise PlanError(f"prefer: expected one of {', '.join(PREFER)}, got {self.prefer!r}")
+        if self.objectives is not None:
+            try:
+                check_objectives(self.objectives)
+            except ValueError as exc:
+                raise PlanError(str(exc)) from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"algorithm": "NSGA-II (pymoo)", "pop": self.pop,
+        return {"algorithm": "latency scan + energy chains + NSGA-II (pymoo)", "pop": self.pop,
                 "generations": self.generations, "patience": self.patience,
-                "seed": self.seed, "objectives": list(self.objectives)}
+                "seed": self.seed,
+                "objectives": None if self.objectives is None else list(self.objectives),
+                "prefer": self.prefer, "front_thresholds": self.front_thresholds}
 
 
 @dataclass
@@ -97,6 +132,7 @@ class SearchResult:
     seconds: float
     seeds: dict[str, int] = field(default_factory=dict)
     generations: int = 0
+    stages: dict[str, Any] = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:
         p = self.problem
@@ -109,8 +145,258 @@ class SearchResult:
             "accuracy_evaluations": p.cache.calls,
             "accuracy_cache_hits": p.cache.hits,
             "failure_sets": len(p.sets),
+            "objectives": list(p.objectives),
             "initial_population": dict(self.seeds),
+            "stages": dict(self.stages),
         }
+
+
+# --------------------------------------------------------------------------- scan and chains
+
+
+def thresholds(ctx: PlanContext) -> np.ndarray:
+    """Distinct device times that can be the system's slowest (ascending), within the cap."""
+    t = np.where(ctx.fits, ctx.total_ms, np.inf)[ctx.up]
+    lo = t.min(axis=1).max()
+    vals = np.unique(t[np.isfinite(t)])
+    vals = vals[vals >= lo]
+    cap = ctx.constraints.max_latency_ms
+    if cap is not None:
+        vals = vals[vals + ctx.aggregator_ms <= cap]
+    return vals
+
+
+def box(ctx: PlanContext, t: float) -> np.ndarray:
+    """(V, L) levels allowed below threshold t: they fit and take <= t."""
+    return ctx.fits & (ctx.total_ms <= t)
+
+
+def corner(ctx: PlanContext, t: float) -> np.ndarray:
+    """Every device at its least-pruned level within t."""
+    ok = box(ctx, t)
+    return ctx.canonical(np.where(ok.any(axis=1), ok.argmax(axis=1), ctx.levels - 1))
+
+
+def _ascend(problem: PlanProblem, x: np.ndarray, allowed: np.ndarray, score, passes: int
+            ) -> tuple[np.ndarray, float]:
+    """Coordinate ascent of `score` (configurations -> values, batched) inside `allowed`: each
+    pass moves every device in turn to its best level of the box while that raises the score.
+    Where no single move helps, pairs of the best `PAIR_POOL` single moves (two devices at once)
+    are tried: measured accuracy is a step function, so two moves that each change nothing can
+    together cross a floor."""
+    ctx = problem.ctx
+    groups = ctx.groups()
+    here = float(score([x])[0])
+    for _ in range(passes):
+        improved = False
+        singles: list[tuple[float, int, int]] = []  # (value, group, level) from this pass
+        for gi, group in enumerate(groups):
+            v = int(group[0])
+            levels = [int(j) for j in np.flatnonzero(allowed[v]) if j != x[v]]
+            if not levels:
+                continue
+            cands = []
+            for j in levels:
+                y = x.copy()
+                y[group] = j
+                cands.append(y)
+            vals = score(cands)
+            i = int(np.argmax(vals))
+            if vals[i] > here + 1e-12:
+                x, here, improved = cands[i], float(vals[i]), True
+                singles = []
+            else:
+                singles.extend((float(val), gi, j) for val, j in zip(vals, levels, strict=True))
+        if improved:
+            continue
+        pool = sorted(singles, key=lambda t: (-t[0], t[1], t[2]))[:PAIR_POOL]
+        pairs = []
+        for a in range(len(pool)):
+            for b in range(a + 1, len(pool)):
+                (_, g1, j1), (_, g2, j2) = pool[a], pool[b]
+                if g1 != g2:
+                    y = x.copy()
+                    y[groups[g1]] = j1
+                    y[groups[g2]] = j2
+                    pairs.append(y)
+        if not pairs:
+            break
+        vals = score(pairs)
+        i = int(np.argmax(vals))
+        if vals[i] <= here + 1e-12:
+            break
+        x, here = pairs[i], float(vals[i])
+    return x, here
+
+
+def best_in_box(problem: PlanProblem, t: float, start: np.ndarray) -> Record:
+    """A feasible configuration inside box(t) if the ascent finds one (module docstring, 1):
+    nominal accuracy is raised first; if the worst-k floor is then missed, the worst-k accuracy
+    over the sets that are currently the worst few is raised while the nominal floor holds."""
+    ctx, c = problem.ctx, problem.ctx.constraints
+    allowed = box(ctx, t)
+    x = start
+    rec = problem.assess(x)[0]
+    if rec.feasible or rec.status not in ("accuracy", "accuracy_k"):
+        return rec
+    if rec.status == "accuracy":
+        def nominal(ys):
+            return np.array([a[0] for a in problem.cache.get_many(
+                [(y, [ctx.nominal_mask]) for y in ys])])
+
+        x, _ = _ascend(problem, x, allowed, nominal, ASCENT_PASSES)
+        rec = problem.assess(x)[0]
+    for _ in range(ASCENT_PASSES):
+        if rec.status != "accuracy_k":
+            return rec
+        acc = problem.cache.get(x, problem.k_masks)
+        worst = problem.k_masks[np.argsort(acc, kind="stable")[:ACTIVE_SETS]]
+
+        def worst_k(ys, worst=worst):
+            # the min over the active sets, ties broken by their mean (several sets are often
+            # equally worst, and raising one of them is progress)
+            out = []
+            for a in problem.cache.get_many(
+                    [(y, [ctx.nominal_mask, *worst.tolist()]) for y in ys]):
+                out.append(a[1:].min() + 1e-3 * a[1:].mean() if a[0] >= c.min_accuracy
+                           else -1.0)
+            return np.array(out)
+
+        y, _ = _ascend(problem, x, allowed, worst_k, 1)
+        if tuple(y) == tuple(x):
+            return rec
+        x = y
+        rec = problem.assess(x)[0]
+    return rec
+
+
+def scan(problem: PlanProblem) -> tuple[Record | None, dict[str, int]]:
+    """The least-latency feasible configuration over the thresholds (module docstring, 1): a
+    binary search over them, each probe an ascent inside its box warm-started from its corner
+    and from the best configuration of the largest box below it already probed (which lies in
+    this box too), so what a probe finds can only grow with the threshold."""
+    ctx = problem.ctx
+    ts = thresholds(ctx)
+    stats = {"thresholds": int(len(ts)), "probes": 0}
+    if not len(ts):
+        return None, stats
+    found: dict[int, Record] = {}
+
+    def probe(i: int) -> Record:
+        stats["probes"] += 1
+        below = [k for k in found if k < i and found[k].feasible]
+        if below:  # a feasible configuration of a smaller box is in this one
+            rec = found[max(below)]
+        else:
+            rec = best_in_box(problem, float(ts[i]), corner(ctx, float(ts[i])))
+        below = [k for k in found if k < i]
+        if not rec.feasible and below:
+            rec = best_in_box(problem, float(ts[i]), np.array(found[max(below)].levels))
+        found[i] = rec
+        return rec
+
+    hi = len(ts) - 1
+    if not probe(hi).feasible:
+        return None, stats
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if probe(mid).feasible:
+            hi = mid
+        else:
+            lo = mid + 1
+    feas = [r for r in found.values() if r.feasible]
+    return min(feas, key=lambda r: (r.latency_ms, -r.expected, r.levels)), stats
+
+
+def energy_chain(problem: PlanProblem, x: np.ndarray) -> list[np.ndarray]:
+    """From x, prune one device one level per step, the one losing the least nominal accuracy
+    per mJ saved, while the nominal floor holds (the chain, x first). Lazy greedy: a device's
+    ratio is re-measured only when it comes out on top, and taken if it still is (ratios go
+    stale as other devices move, but rarely much)."""
+    import heapq
+
+    ctx, c = problem.ctx, problem.ctx.constraints
+    rows = np.arange(ctx.views)
+    groups = ctx.groups()
+
+    def step(x: np.ndarray, g: int) -> np.ndarray | None:
+        v = int(groups[g][0])
+        nxt = [j for j in range(int(x[v]) + 1, ctx.levels) if ctx.fits[v, j]]
+        if not nxt:
+            return None
+        y = x.copy()
+        y[groups[g]] = nxt[0]
+        return y
+
+    def nominal(y: np.ndarray) -> float:
+        return float(problem.cache.get(y, [ctx.nominal_mask])[0])
+
+    def key(x: np.ndarray, acc: float, y: np.ndarray) -> tuple[float, float] | None:
+        a = nominal(y)
+        if a < c.min_accuracy:
+            return None
+        saved = float(ctx.energy_mj[rows, x].sum() - ctx.energy_mj[rows, y].sum())
+        return ((acc - a) / saved if saved > 0 else math.inf, a)
+
+    chain = [x]
+    acc = nominal(x)
+    heap: list[tuple[float, int]] = []
+    for g in range(len(groups)):
+        y = step(x, g)
+        k = key(x, acc, y) if y is not None else None
+        if k is not None:
+            heapq.heappush(heap, (k[0], g))
+    while heap:
+        _, g = heapq.heappop(heap)
+        y = step(x, g)
+        k = key(x, acc, y) if y is not None else None
+        if k is None:
+            continue  # no further level, or it breaks the floor: this device is done
+        if heap and k[0] > heap[0][0]:
+            heapq.heappush(heap, (k[0], g))  # stale: back in line with its current ratio
+            continue
+        x, acc = y, k[1]
+        chain.append(x)
+        nxt = step(x, g)
+        kk = key(x, acc, nxt) if nxt is not None else None
+        if kk is not None:
+            heapq.heappush(heap, (kk[0], g))
+    return chain
+
+
+def chains(problem: PlanProblem, t_min: float, count: int) -> dict[str, int]:
+    """Energy chains from the corners of up to `count` thresholds >= t_min, each scored in full
+    at `CHAIN_POINTS` points up to its last feasible one."""
+    ctx = problem.ctx
+    ts = thresholds(ctx)
+    ts = ts[ts >= t_min - 1e-12]
+    stats = {"chains": 0, "chain_steps": 0, "chain_points": 0}
+    if not len(ts) or count < 1:
+        return stats
+    pick = np.unique(np.round(np.linspace(0, len(ts) - 1, min(count, len(ts)))).astype(int))
+    seen: set[tuple[int, ...]] = set()
+    for i in pick:
+        rec = best_in_box(problem, float(ts[i]), corner(ctx, float(ts[i])))
+        x = np.array(rec.levels)
+        if tuple(x) in seen or not rec.feasible:
+            continue
+        seen.add(tuple(x))
+        chain = energy_chain(problem, x)
+        stats["chains"] += 1
+        stats["chain_steps"] += len(chain) - 1
+        # the last feasible point (feasibility along a chain is near-monotone: binary search)
+        lo, hi = 0, len(chain) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if problem.assess(chain[mid])[0].feasible:
+                lo = mid
+            else:
+                hi = mid - 1
+        for j in np.unique(np.round(np.linspace(0, lo, min(CHAIN_POINTS, lo + 1))).astype(int)):
+            problem.assess(chain[j])
+            stats["chain_points"] += 1
+    return stats
 
 
 # --------------------------------------------------------------------------- seeds
@@ -147,10 +433,13 @@ def importance_guided(ctx: PlanContext, importance: np.ndarray, *, with_speed: b
 
 
 def initial_population(ctx: PlanContext, pop: int, rng: np.random.Generator,
-                       importance: np.ndarray | None) -> tuple[np.ndarray, dict[str, int]]:
+                       importance: np.ndarray | None, *,
+                       seeds: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, dict[str, int]]:
+    """`seeds` (the front found by scan and chains) come first, then the informed kinds."""
     repair = ctx.repair_map()
     rows = np.arange(ctx.views)
     kinds: list[tuple[str, list[np.ndarray]]] = [
+        ("front", [np.asarray(x, np.int64) for x in seeds][: max(1, pop // 2)]),
         ("uniform", [np.full(ctx.views, j) for j in range(ctx.levels)])]
     speed = speed_guided(ctx)
     if len(speed) > pop // 2:  # keep an even spread of thresholds
@@ -165,7 +454,7 @@ def initial_population(ctx: PlanContext, pop: int, rng: np.random.Generator,
     counts: dict[str, int] = {}
     for name, xs in kinds:
         for x in xs:
-            fixed = repair[rows, np.clip(x, 0, ctx.levels - 1)]
+            fixed = repair[rows, ctx.canonical(np.clip(x, 0, ctx.levels - 1))]
             key = tuple(int(j) for j in fixed)
             if key in seen or len(members) >= pop:
                 continue
@@ -175,7 +464,7 @@ def initial_population(ctx: PlanContext, pop: int, rng: np.random.Generator,
     tries = 0
     while len(members) < pop and tries < 50 * pop:
         tries += 1
-        fixed = repair[rows, rng.integers(0, ctx.levels, ctx.views)]
+        fixed = repair[rows, ctx.canonical(rng.integers(0, ctx.levels, ctx.views))]
         key = tuple(int(j) for j in fixed)
         if key not in seen:
             seen.add(key)
@@ -232,7 +521,8 @@ class BottleneckMutation(Mutation):
 
 class _Stall(Termination):
     """Stops at `n_gen` generations, or after `patience` generations in which the lowest
-    latency among the feasible candidates did not go down."""
+    latency among the feasible candidates did not go down (the scan usually finds it first, so
+    on most instances NSGA-II runs `patience` generations, widening the front meanwhile)."""
 
     def __init__(self, n_gen: int, patience: int | None) -> None:
         super().__init__()
@@ -271,13 +561,43 @@ class _Progress(Callback):
         self.bar.close()
 
 
-def choose(records: Sequence[Record]) -> Record | None:
+def _ties(r: Record) -> tuple:
+    return (-r.expected, r.energy_mj, -r.accuracy, r.model_bytes, r.levels)
+
+
+def choose(records: Sequence[Record], prefer: str = "latency",
+           objectives: Sequence[str] | None = None) -> Record | None:
     """The selection rule (module docstring)."""
     feasible = [r for r in records if r.feasible]
     if not feasible:
         return None
-    return min(feasible, key=lambda r: (r.latency_ms, -r.expected, -r.accuracy, r.model_bytes,
-                                        r.levels))
+    if prefer == "latency":
+        return min(feasible, key=lambda r: (r.latency_ms, *_ties(r)))
+    if prefer == "energy":
+        return min(feasible, key=lambda r: (r.energy_mj, r.latency_ms, *_ties(r)))
+    if prefer != "balanced":
+        raise ValueError(f"prefer: expected one of {', '.join(PREFER)}, got {prefer!r}")
+    front = _front(feasible, objectives or ("latency", "accuracy", "energy"))
+    F = np.array([[r.latency_ms, r.energy_mj, -r.expected] for r in front])
+    span = F.max(axis=0) - F.min(axis=0)
+    regret = (F - F.min(axis=0)) / np.where(span > 0, span, 1.0)
+    worst = regret.max(axis=1)
+    return min(zip(worst.tolist(), front, strict=True),
+               key=lambda wr: (wr[0], wr[1].latency_ms, *_ties(wr[1])))[1]
+
+
+def _values(r: Record, objectives: Sequence[str]) -> list[float]:
+    acc = 0.0 if math.isnan(r.expected) else r.expected
+    table = {"latency": r.latency_ms, "accuracy": -acc, "energy": r.energy_mj,
+             "battery": -min(r.life_h, 1e12), "memory": float(r.model_bytes)}
+    return [table[o] for o in objectives]
+
+
+def _front(feasible: Sequence[Record], objectives: Sequence[str]) -> list[Record]:
+    F = np.array([_values(r, objectives) for r in feasible])
+    idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
+    front = [feasible[i] for i in idx]
+    return sorted(front, key=lambda r: (r.latency_ms, -r.expected, r.energy_mj, r.levels))
 
 
 def pareto_front(problem: PlanProblem) -> list[Record]:
@@ -285,10 +605,7 @@ def pareto_front(problem: PlanProblem) -> list[Record]:
     feas = problem.feasible_records()
     if not feas:
         return []
-    F = np.array([problem.objective_values(r) for r in feas])
-    idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
-    front = [feas[i] for i in idx]
-    return sorted(front, key=lambda r: (r.latency_ms, -r.expected, r.levels))
+    return _front(feas, problem.objectives)
 
 
 def make_cache(ctx: PlanContext, *, runner: Runner | None = None,
@@ -307,28 +624,44 @@ def make_cache(ctx: PlanContext, *, runner: Runner | None = None,
 def search(ctx: PlanContext, settings: SearchSettings = SearchSettings(), *,
            importance: np.ndarray | None = None, cache: AccuracyCache | None = None
            ) -> SearchResult:
-    """Run NSGA-II on `ctx` (memory must be satisfiable: see `explain.memory_reasons`)."""
+    """Scan, chains, then NSGA-II on `ctx` (memory must be satisfiable: see
+    `explain.memory_reasons`)."""
     settings = settings.validate()
     t0 = time.perf_counter()
     problem = PlanProblem(ctx, objectives=settings.objectives, cache=cache,
                           violation_objective=settings.violation_objective)
-    rng = np.random.default_rng(settings.seed)
-    X0, counts = initial_population(ctx, settings.pop, rng, importance)
-    algorithm = NSGA2(
-        pop_size=settings.pop,
-        sampling=X0,
-        crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
-        mutation=BottleneckMutation(ctx),
-        repair=MemoryRepair(ctx),
-        eliminate_duplicates=True,
-    )
-    progress = _Progress(problem, settings.generations, disable=not settings.progress)
-    stop = _Stall(settings.generations, settings.patience)
-    try:
-        minimize(problem, algorithm, stop, seed=settings.seed, callback=progress,
-                 verbose=False, copy_algorithm=False)
-    finally:
-        progress.close()
-    best = choose(list(problem.archive.values()))
+    stages: dict[str, Any] = {}
+    best, stages["scan"] = scan(problem)
+    stages["scan"]["seconds"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if best is not None:
+        stages["chains"] = chains(problem, best.latency_ms - ctx.aggregator_ms,
+                                  settings.front_thresholds)
+        stages["chains"]["seconds"] = time.perf_counter() - t1
+    counts: dict[str, int] = {}
+    generations = 0
+    if settings.generations > 0:
+        t2 = time.perf_counter()
+        rng = np.random.default_rng(settings.seed)
+        seeds = [np.array(r.levels) for r in pareto_front(problem)]
+        X0, counts = initial_population(ctx, settings.pop, rng, importance, seeds=seeds)
+        algorithm = NSGA2(
+            pop_size=settings.pop,
+            sampling=X0,
+            crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
+            mutation=BottleneckMutation(ctx),
+            repair=MemoryRepair(ctx),
+            eliminate_duplicates=True,
+        )
+        progress = _Progress(problem, settings.generations, disable=not settings.progress)
+        stop = _Stall(settings.generations, settings.patience)
+        try:
+            minimize(problem, algorithm, stop, seed=settings.seed, callback=progress,
+                     verbose=False, copy_algorithm=False)
+        finally:
+            progress.close()
+        generations = int(algorithm.n_gen or 0)
+        stages["nsga2"] = {"seconds": time.perf_counter() - t2, "generations": generations}
+    best = choose(list(problem.archive.values()), settings.prefer, problem.objectives)
     return SearchResult(best, pareto_front(problem), problem, time.perf_counter() - t0, counts,
-                        int(algorithm.n_gen or 0))
+                        generations, stages)
