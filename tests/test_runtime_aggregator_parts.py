@@ -98,7 +98,7 @@ def test_the_device_period_replaces_the_default():
     d = FailureDetector(["cam00"], DetectorConfig(period_s=10.0), now_ns=0)
     d.heartbeat(hb(period_s=0.1), 0)
     assert d.tick(int(0.2 * S))[0].state == SUSPECTED
-    assert d.next_timeout_ns() == int(0.25 * S)
+    assert d.tick(int(0.3 * S))[0].state == DEAD  # 2.5 periods of 0.1 s
 
 
 @pytest.mark.parametrize("payload, match", [

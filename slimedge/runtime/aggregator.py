@@ -1,7 +1,7 @@
 """The aggregator: feature messages in, one classified result per frame out.
 
 `Aggregator` is the whole service logic without a network: feed it every received message as
-`handle(topic, payload, now_ns)` and call `tick(now_ns)` at least by `next_wakeup_ns()`; both
+`handle(topic, payload, now_ns)` and call `tick(now_ns)` every few milliseconds; both
 return the frames answered. The MQTT service (`slimedge.runtime.aggregator_service`) only
 moves bytes in and results out.
 
@@ -169,7 +169,7 @@ class Aggregator:
         self._per_second: deque[list[int]] = deque(maxlen=int(RATE_WINDOW_S) + 1)  # [s, n]
         self.last: FrameResult | None = None
         self._expected = self._expected_views()
-        self._views = np.arange(dep.views)
+        self._topics: dict[str, tuple[str, str]] = {}  # topic -> (device, kind), known only
 
     # ------------------------------------------------------------------ input
     def handle(self, topic: str, payload: bytes | bytearray | memoryview | str,
@@ -183,15 +183,20 @@ class Aggregator:
             return []
 
     def _handle(self, topic: str, payload: Any, now_ns: int) -> list[FrameResult]:
-        try:
-            fleet, device, kind = topics.device_of(topic)
-        except topics.TopicError as e:
-            return self._reject("foreign_topic", None, str(e), now_ns)
-        if fleet != self.dep.fleet or kind not in ("features", "heartbeat", "status"):
-            return self._reject("foreign_topic", None, f"topic {topic!r}", now_ns)
-        spec = self.dep.devices.get(device)
-        if spec is None:
-            return self._reject("unknown_device", None, f"device {device!r}", now_ns)
+        known = self._topics.get(topic)
+        if known is None:
+            try:
+                fleet, device, kind = topics.device_of(topic)
+            except topics.TopicError as e:
+                return self._reject("foreign_topic", None, str(e), now_ns)
+            if fleet != self.dep.fleet or kind not in ("features", "heartbeat", "status"):
+                return self._reject("foreign_topic", None, f"topic {topic!r}", now_ns)
+            if device not in self.dep.devices:
+                return self._reject("unknown_device", None, f"device {device!r}", now_ns)
+            # parsed once per topic: bounded by the deployment's devices x 3 kinds
+            known = self._topics[topic] = (device, kind)
+        device, kind = known
+        spec = self.dep.devices[device]
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         if kind == "heartbeat":
@@ -280,11 +285,6 @@ class Aggregator:
         """Silence timeouts, then every frame due by now (deadline or complete)."""
         self._record(self.detector.tick(now_ns))
         return [self._answer(p, now_ns) for p in self.aligner.due(now_ns, self._expected)]
-
-    def next_wakeup_ns(self) -> int | None:
-        times = [t for t in (self.aligner.next_deadline_ns(), self.detector.next_timeout_ns())
-                 if t is not None]
-        return min(times) if times else None
 
     def _record(self, changes: list[StateChange]) -> bool:
         """Log state changes and renew the set of views frames wait for."""

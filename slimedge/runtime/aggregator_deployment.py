@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from slimedge.errors import SlimEdgeError
+from slimedge.runtime import topics
 from slimedge.runtime.live_weights import LiveSetPooling, PoolingError
 
-__all__ = ["AggregatorDeployment", "DeploymentError", "DeviceSpec", "fleet_name",
-           "load_aggregator_deployment"]
+__all__ = ["AggregatorDeployment", "DeploymentError", "DeviceSpec", "load_aggregator_deployment"]
 
 AGGREGATOR_DIR = "aggregator"
 INT8_FORMAT = "int8"  # the one artifact format whose features leave the device as int8
@@ -70,16 +69,6 @@ class AggregatorDeployment:
 
         return feature_message_bytes(self.feature_dim, "d" * 255, "float32",
                                      deployment_id="d" * 255, model_hash="0" * 64)
-
-
-def fleet_name(deployment_id: str, created: str) -> str:
-    """The fleet's name in topics: the deployment id without the `-<created digits>` suffix
-    that `slimedge export` appends (`mixed12-20250101120000` -> `mixed12`)."""
-    stamp = re.sub(r"[^0-9]", "", created)
-    suffix = f"-{stamp}"
-    if stamp and deployment_id.endswith(suffix) and len(deployment_id) > len(suffix):
-        return deployment_id[: -len(suffix)]
-    return deployment_id
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -150,7 +139,7 @@ def load_aggregator_deployment(deploy_dir: str | os.PathLike,
         raise DeploymentError(f"{head_file}: missing")
     return AggregatorDeployment(
         root=root, manifest=m, deployment_id=m.deployment_id,
-        fleet=fleet_name(m.deployment_id, m.created), views=views, feature_dim=dim,
+        fleet=topics.fleet_name(m.deployment_id, m.created), views=views, feature_dim=dim,
         n_classes=n_classes, class_names=tuple(head.get("class_names") or ()),
         devices=devices, view_device=tuple(view_device), pooling=pooling, head_path=head_file,
         predicted_latency_ms=float(max(latencies)) if latencies else 0.0, head=head,

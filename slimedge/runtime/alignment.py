@@ -14,7 +14,6 @@ timestamp would otherwise hold a frame open indefinitely).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +86,8 @@ class FrameAligner:
         p.arrived_ns[view] = now_ns
         return p
 
-    def complete(self, p: PendingFrame, expected: Iterable[int]) -> bool:
-        return all(v in p.views for v in expected)
+    def complete(self, p: PendingFrame, expected: frozenset[int]) -> bool:
+        return len(p.views) >= len(expected) and expected <= p.views.keys()
 
     def due(self, now_ns: int, expected: frozenset[int]) -> list[PendingFrame]:
         """Frames to answer now (deadline reached or every expected view in), by frame id."""
@@ -103,6 +102,3 @@ class FrameAligner:
         self._answered.move_to_end(p.frame)
         while len(self._answered) > self.remember:
             self._answered.popitem(last=False)
-
-    def next_deadline_ns(self) -> int | None:
-        return min((p.deadline_ns for p in self.pending.values()), default=None)

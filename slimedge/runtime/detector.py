@@ -113,6 +113,9 @@ def parse_heartbeat(payload: bytes | str) -> Heartbeat:
     if hb.seq < 0 or hb.boot < 0 or hb.dropped < 0 or hb.update_sequence < 0:
         raise HeartbeatError("heartbeat fields 'seq', 'boot', 'dropped', 'update_sequence': "
                              "must be >= 0")
+    if hb.runtime not in RUNTIMES:
+        raise HeartbeatError(f"heartbeat field 'runtime': expected one of {RUNTIMES}, "
+                             f"got {hb.runtime[:40]!r}")
     if not (math.isfinite(hb.period_s) and 0 < hb.period_s <= 3600):
         raise HeartbeatError(f"heartbeat field 'period_s': expected 0 < period <= 3600 s, "
                              f"got {hb.period_s}")
@@ -255,17 +258,6 @@ class FailureDetector:
                 changes += self._set(h, SUSPECTED, f"no heartbeat for {silent:.1f} periods",
                                      now_ns)
         return changes
-
-    def next_timeout_ns(self) -> int | None:
-        """The earliest time a silence timeout can fire (for the service's wait)."""
-        times = []
-        for h in self.devices.values():
-            if h.state == DEAD:
-                continue
-            period_ns = (h.period_s or self.config.period_s) * 1e9
-            after = self.config.dead_after if h.state == SUSPECTED else self.config.suspect_after
-            times.append(h.last_heard_ns + int(after * period_ns))
-        return min(times) if times else None
 
     def state(self, device: str) -> str:
         return self.devices[device].state
