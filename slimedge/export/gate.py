@@ -343,8 +343,8 @@ def run_gate(views: Sequence[DeployedView], ref: GateReference, head_logits: Any
     if bad.size:
         failures.append(
             f"int8 vs float: {bad.size} test frame(s) with a float top-2 margin above delta "
-            f"disagree: {_frames(bad, margins, delta)}; feature error against float: "
-            + _worst_devices(views, ref))
+            f"disagree: {_frames(bad, margins, delta)}; devices' feature error against float, "
+            "largest: " + _worst_devices(views, ref))
 
     # 3. Int8 vs float, accuracy.
     counts = PairedCounts.of(float_pred == ref.labels, pred == ref.labels)
@@ -354,7 +354,8 @@ def run_gate(views: Sequence[DeployedView], ref: GateReference, head_logits: Any
             f"int8 vs float: test accuracy {np.mean(pred == ref.labels):.2%} against float "
             f"{np.mean(float_pred == ref.labels):.2%} on {n} frames: a loss of {loss:.2%}, "
             f"one-sided {CONFIDENCE:.0%} lower bound {lower:.2%} above the tolerance "
-            f"{TOLERANCE:.2%}; feature error against float: " + _worst_devices(views, ref))
+            f"{TOLERANCE:.2%}; devices' feature error against float, largest: "
+            + _worst_devices(views, ref))
     return GateResult(
         exactness=exactness,
         float_accuracy=float(np.mean(float_pred == ref.labels)),
