@@ -52,10 +52,22 @@ def fleet_cost_table(fleet: Fleet, manifest: Mapping[str, Any],
     from slimedge.devices.cost import CostModelError, CostTable
 
     try:
-        return CostTable.build(manifest["levels"], fleet, int(manifest["feature_dim"]),
-                               formats=formats)
+        table = CostTable.build(manifest["levels"], fleet, int(manifest["feature_dim"]),
+                                formats=formats)
     except CostModelError as exc:
         raise ExportError(f"fleet {fleet.name!r}: {exc}") from None
+    if all(len(d.views) <= 1 for d in fleet.devices):
+        return table
+    # A device that sees several views loads one interpreter per view: its fit is the whole
+    # load's, as the planner counts it (slimedge.plan.device_costs).
+    import dataclasses
+
+    from slimedge.devices.energy import DEFAULT_FRAME_PERIOD_MS
+    from slimedge.plan.device_costs import device_costs
+
+    dev = device_costs(table, fleet, DEFAULT_FRAME_PERIOD_MS)
+    return dataclasses.replace(table, fits=dev.fits, ram_needed=dev.ram_needed,
+                               ram_margin=table.ram_budget[:, None] - dev.ram_needed)
 
 
 def least_pruned_levels(fleet: Fleet | str | os.PathLike, ladder_manifest: Mapping[str, Any],
