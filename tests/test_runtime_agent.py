@@ -287,3 +287,26 @@ def test_agent_under_fleet_credentials_and_acl(dep, tmp_path):
         rc, _, err = _finish(_agent(dep, wrong, "cam01", "--frames", "5"))
         assert rc == 2 and "refused the connection" in err and "Not authorized" in err
         agg.stop()
+
+
+def test_agent_on_the_embedded_broker(dep, tmp_path):
+    """Where Mosquitto is not installed, `fleet up` falls back to the embedded broker: the
+    agent's traffic, retained status and Will work there too."""
+    from slimedge.fleet.broker import start_broker
+
+    with start_broker(kind="embedded", workdir=tmp_path / "b") as b:
+        watch = _watch(b.url)
+        rc, summary, err = _finish(_agent(dep, b.url, "cam01", "--frames", "5", "--fps", "50"))
+        assert rc == 0, err
+        msgs = _collect(watch, lambda got: any(m.payload == b"stopped" for m in got))
+        assert [f.seq for f in _features(msgs, "cam01")] == list(range(5))
+        killed = _agent(dep, b.url, "cam02", "--fps", "20", "--frames", "10000")
+        _collect(watch, lambda got: bool(_features(got, "cam02")))
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        watch.stop()
+        assert _retained_status(b.url, "cam01") == "stopped"
+        end = time.monotonic() + 5
+        while _retained_status(b.url, "cam02") != "offline" and time.monotonic() < end:
+            time.sleep(0.1)
+        assert _retained_status(b.url, "cam02") == "offline"
