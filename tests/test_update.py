@@ -392,3 +392,22 @@ def test_signed_artifact_that_does_not_load_fails_its_self_test(world, tmp_path)
     bad = resign(replace(up, payload=junk), world["key"], sha256=sha, bytes=len(junk),
                  files=(upd.PayloadFile("cam01.tflite", 0, len(junk), sha),))
     assert "LiteRT cannot load it" in refused(slots, bad, upd.SELF_TEST)
+
+
+def test_a_newer_image_is_provisioned_again_and_old_updates_stay_refused(world, tmp_path):
+    from slimedge.export.manifest import DeploymentManifest
+
+    slots = make_slots(world, tmp_path)
+    seq7 = update_for(world, PI_DEVICE, 7, which="old", rollback=True)
+    apply(slots, seq7)
+    restarted = UpdateSlots(slots.root, slots.trust, clock=lambda: NOW, self_test=self_test)
+    old = DeploymentManifest.from_json((world["old"] / "manifest.json").read_bytes())
+    assert restarted.open(world["old"], old, PI_DEVICE).sequence == 7  # same image: state
+    new = DeploymentManifest.from_json((world["new"] / "manifest.json").read_bytes())
+    info = restarted.open(world["new"], new, PI_DEVICE)  # a newer image given to the device
+    assert (info.sequence, info.deployment_id) == (0, "fleet-new")
+    assert serving(restarted)[1] == 0 and restarted.running().sequence == 7
+    seq6 = update_for(world, PI_DEVICE, 6)
+    with pytest.raises(UpdateRefusedError, match="not above the running sequence 7"):
+        restarted.offer(seq6.manifest_bytes, seq6.signature)
+    assert UpdateSlots(slots.root, slots.trust).recover().deployment_id == "fleet-new"

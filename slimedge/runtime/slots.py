@@ -2,7 +2,9 @@
 area where an update is downloaded. Built so a crash or power loss at any instant comes back
 with a valid model, the old one or the new one, never none.
 
-    <state>/current.json            {"slot": "a"}: the pointer, a few bytes, replaced whole
+    <state>/current.json            {"slot": "a", "floor": 7}: the pointer, replaced whole;
+                                    floor = the highest sequence ever served (replays stay
+                                    refused after the device is provisioned again)
     <state>/a/  <state>/b/          slot.json (what the slot holds, with every file's sha256),
                                     the payload files (model.tflite, firmware/...),
                                     update.json + update.sig (absent for the provisioned slot)
@@ -17,8 +19,9 @@ Why it is safe:
 - `recover()` on start removes temporaries and half-built slots and checks the served slot's
   files against their sha256 before returning it.
 
-API for the agent: `recover()` once at start (or `provision(...)` when the state is empty),
-`current()`, then per update `offer()`, `receive_chunk()`, `missing()`, `stage_and_verify()`
+API for the agent: `open(deploy_dir, manifest, device)` once at start (recovers the state;
+provisions the deployment when the state is empty or the deployment is newer), `current()`,
+then per update `offer()`, `receive_chunk()`, `missing()`, `stage_and_verify()`
 (all refusals raise UpdateRefusedError, the served model untouched), and `commit()` between two
 frames. `checkpoint` is called at named points ("download", "staged", "verified", "swap",
 "swapped") so a test can kill the process exactly there.
@@ -151,18 +154,23 @@ class UpdateSlots:
         self._checkpoint = checkpoint or (lambda point: None)
         self._current: SlotInfo | None = None
         self._staged: Staged | None = None
+        # The highest sequence this device ever served, kept in the pointer file: a device
+        # provisioned again with a newer image still refuses the old updates it had passed.
+        self._floor = 0
 
     # ------------------------------------------------------------------ start
 
     def provision(self, files: list[tuple[str, Path]], *, deployment_id: str,
                   deployment_created: str, level: float) -> SlotInfo:
-        """First start: copy the verified deployment's files (model first) into slot a, as
-        sequence 0, and point at it. Refuses when the state already serves a model."""
-        if (self.root / POINTER).exists():
-            raise UpdateError(f"{self.root / POINTER}: already provisioned; call recover()")
+        """Serve a verified deployment's files (model first) as sequence 0: into slot a on the
+        first start, into the inactive slot when provisioned again (then swapped in as an
+        update is, the replay floor kept)."""
         if not files:
             raise UpdateError("provision: no files (the model comes first)")
         self.root.mkdir(parents=True, exist_ok=True)
+        if self._current is None and (self.root / POINTER).exists():
+            self.recover()  # provisioned before: the new files go to the inactive slot
+        target = "a" if self._current is None else self._inactive()
         build = self._fresh_build_dir()
         entries = []
         for rel, src in files:
@@ -172,19 +180,24 @@ class UpdateSlots:
             with open(dst, "rb+") as fh:
                 os.fsync(fh.fileno())
             entries.append((rel, _sha256(dst), dst.stat().st_size))
-        info = SlotInfo("a", 0, deployment_id, deployment_created, float(level), files[0][0],
-                        tuple(entries), None)
-        self._finish_slot(build, "a", info, None)
-        _write_durable(self.root / POINTER, json.dumps({"slot": "a"}).encode())
+        info = SlotInfo(target, 0, deployment_id, deployment_created, float(level),
+                        files[0][0], tuple(entries), None)
+        self._finish_slot(build, target, info, None)
+        self._point(target)
         self._current = info
         return info
 
     def open(self, deploy_dir: str | os.PathLike[str], manifest: Any,
              device: str) -> SlotInfo:
-        """At agent start: `recover()` when this state was provisioned before (what it serves
-        may be newer than `deploy_dir`, from updates), else `provision_deployment`."""
+        """At agent start: what to serve. The state's model (recovered from a crash), unless
+        `deploy_dir` holds a newer deployment (created later: the device was given a new
+        image), which is then provisioned; a state never provisioned is provisioned."""
+        from slimedge.runtime.update import parse_utc
+
         if (self.root / POINTER).exists() or any((self.root / s).is_dir() for s in SLOTS):
-            return self.recover()
+            current = self.recover()
+            if parse_utc(manifest.created) <= parse_utc(current.deployment_created):
+                return current
         return self.provision_deployment(deploy_dir, manifest, device)
 
     def provision_deployment(self, deploy_dir: str | os.PathLike[str], manifest: Any,
@@ -209,7 +222,7 @@ class UpdateSlots:
             for p in staging.rglob(f"{TMP_PREFIX}*"):
                 p.unlink()
         self._staged = None
-        pointed = self._read_pointer()
+        pointed, self._floor = self._read_pointer()
         valid = {s: self._load_slot(s) for s in SLOTS}
         if pointed is not None and valid.get(pointed) is not None:
             current = valid[pointed]
@@ -221,12 +234,12 @@ class UpdateSlots:
                 raise UpdateError(f"{self.root}: no slot holds a valid model "
                                   f"(pointer {pointed!r}); provision the device again")
             current = max(candidates, key=lambda v: v.sequence)
-            _write_durable(self.root / POINTER, json.dumps({"slot": current.slot}).encode())
+            self._point(current.slot, current.sequence)
         for s in SLOTS:  # a slot left half-built by a crash is removed, a complete one kept
             if s != current.slot and valid[s] is None and (self.root / s).exists():
                 shutil.rmtree(self.root / s)
         self._current = current
-        self._drop_staging(at_most=current.sequence)
+        self._drop_staging(at_most=max(current.sequence, self._floor))
         return current
 
     def current(self) -> tuple[Path, SlotInfo]:
@@ -239,10 +252,10 @@ class UpdateSlots:
     def offer(self, manifest_bytes: bytes, signature: bytes) -> UpdateManifest | None:
         """Check a signed offer against this device before any payload is kept; store it in
         staging. None when it is exactly the update already served (nothing to do)."""
-        _, info = self.current()
-        if is_running(manifest_bytes, signature, self.trust, info.running):
+        running = self.running()
+        if is_running(manifest_bytes, signature, self.trust, running):
             return None
-        m = check_offer(manifest_bytes, signature, self.trust, info.running, self.clock())
+        m = check_offer(manifest_bytes, signature, self.trust, running, self.clock())
         folder = self._staging(m.sequence)
         offer = folder / OFFER_FILE
         blob = len(manifest_bytes).to_bytes(4, "little") + manifest_bytes + signature
@@ -270,8 +283,7 @@ class UpdateSlots:
         """Keep the bytes [offset, offset + len(data)) of update `sequence`'s payload. Chunks
         may come before the offer and in any order. False when the chunk is ignored: for an
         update not above the served one, or not matching the stored offer (size, payload id)."""
-        _, info = self.current()
-        if sequence <= info.sequence or not data:
+        if sequence <= self.running().sequence or not data:
             return False
         if total > MAX_PAYLOAD_BYTES or offset < 0 or offset + len(data) > total:
             return False
@@ -316,15 +328,14 @@ class UpdateSlots:
             raise UpdateRefusedError(TRUNCATED, f"update {sequence}: no offer received (only "
                                      f"chunks): the signed manifest is missing")
         _, data, sig = stored
-        _, info = self.current()
-        m = check_offer(data, sig, self.trust, info.running, self.clock())
+        m = check_offer(data, sig, self.trust, self.running(), self.clock())
         gaps = self.missing(sequence)
         if gaps:
             got = m.bytes - sum(n for _, n in gaps)
             raise UpdateRefusedError(TRUNCATED, f"update {sequence}: received {got} of {m.bytes} "
                                      f"bytes; missing [offset, length] ranges {gaps[:8]}")
         self._checkpoint("staged")
-        target = "b" if info.slot == "a" else "a"
+        target = self._inactive()
         build = self._fresh_build_dir()
         try:
             entries = self._assemble(sequence, m, build)
@@ -355,18 +366,9 @@ class UpdateSlots:
         if info is None or info.sequence != staged.manifest.sequence:
             raise UpdateError(f"commit: slot {staged.slot} no longer holds update "
                               f"{staged.manifest.sequence}")
-        pointer = self.root / POINTER
-        tmp = pointer.with_name(f"{TMP_PREFIX}{POINTER}")
-        with open(tmp, "wb") as fh:
-            fh.write(json.dumps({"slot": staged.slot}).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._checkpoint("swap")
-        os.replace(tmp, pointer)
-        self._checkpoint("swapped")
-        _fsync_dir(self.root)
+        self._point(staged.slot, info.sequence, checkpoints=True)
         self._current = info
-        self._drop_staging(at_most=info.sequence)
+        self._drop_staging(at_most=self._floor)
         return info
 
     def drop(self, sequence: int) -> None:
@@ -379,12 +381,42 @@ class UpdateSlots:
 
     # ------------------------------------------------------------------ internals
 
-    def _read_pointer(self) -> str | None:
+    def running(self) -> Running:
+        """What updates are checked against: the served slot, with the sequence raised to the
+        highest one ever served (the replay floor)."""
+        _, info = self.current()
+        r = info.running
+        return Running(max(r.sequence, self._floor), r.deployment_id, r.deployment_created,
+                       r.model_sha256)
+
+    def _inactive(self) -> str:
+        _, info = self.current()
+        return "b" if info.slot == "a" else "a"
+
+    def _point(self, slot: str, sequence: int = 0, *, checkpoints: bool = False) -> None:
+        """Replace the pointer file in one `os.replace` (fsynced before, directory after)."""
+        self._floor = max(self._floor, sequence)
+        pointer = self.root / POINTER
+        tmp = pointer.with_name(f"{TMP_PREFIX}{POINTER}")
+        with open(tmp, "wb") as fh:
+            fh.write(json.dumps({"slot": slot, "floor": self._floor}).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        if checkpoints:
+            self._checkpoint("swap")
+        os.replace(tmp, pointer)
+        if checkpoints:
+            self._checkpoint("swapped")
+        _fsync_dir(self.root)
+
+    def _read_pointer(self) -> tuple[str | None, int]:
+        """(slot, replay floor) of the pointer file; (None, 0) when it is missing or bad."""
         try:
-            slot = json.loads((self.root / POINTER).read_bytes()).get("slot")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return slot if slot in SLOTS else None
+            raw = json.loads((self.root / POINTER).read_bytes())
+            slot, floor = raw.get("slot"), int(raw.get("floor", 0))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None, 0
+        return (slot if slot in SLOTS else None), max(floor, 0)
 
     def _load_slot(self, slot: str) -> SlotInfo | None:
         """The slot's info when every file it lists is present with its sha256; else None."""
