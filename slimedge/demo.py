@@ -2,7 +2,8 @@
 
 Stages: dataset (built-in generator) -> model (MVCNN with failout) -> ladder (pruning levels
 with measured costs and cached features) -> importance -> plan (for the default mixed fleet)
--> deploy (signed, verified per-device artifacts) -> report.
+-> deploy (signed, verified per-device artifacts) -> fleet (the deployment run as a local
+fleet, one device SIGKILLed mid-stream) -> report.
 A stage whose inputs did not change is skipped, so a second run is cheap and an
 interrupted run resumes where it stopped.
 
@@ -229,6 +230,22 @@ def _deploy_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
     return Stage("deploy", "deploy", inputs, run, needs=("dataset", "ladder", "plan"))
 
 
+def _fleet_stage(work: WorkFolder) -> Stage:
+    """The deployment run as a local fleet (a broker, one agent process per device, the
+    aggregator) with the most important view's device SIGKILLed mid-stream."""
+    from slimedge.fleet.demo_run import DEMO_RUN
+
+    def run(out: Path) -> dict[str, Any]:
+        from slimedge.fleet.demo_run import run_demo_fleet
+
+        return run_demo_fleet(out, work.path("deploy"), work.path("importance"))
+
+    inputs = {name: work.state.get(name, {}).get("fingerprint")
+              for name in ("deploy", "importance")}
+    inputs["run"] = DEMO_RUN
+    return Stage("fleet", "fleet", inputs, run, needs=("deploy",))
+
+
 def _report_stage(work: WorkFolder, names: list[str]) -> Stage:
     """The report of the stages `names` (every stage before it): rebuilt when any of them
     changed its output or its status."""
@@ -257,6 +274,7 @@ def _stages(work: WorkFolder, s: DemoSettings, args: argparse.Namespace, progres
         # Export reports progress as lines, not a bar: the console keeps one line per stage
         # and the deployment's own table is in the report.
         ("deploy", lambda: _deploy_stage(work, s, False)),
+        ("fleet", lambda: _fleet_stage(work)),
     ]
     names = [name for name, _ in stages]
     return [*stages, ("report", lambda: _report_stage(work, names))]
@@ -277,6 +295,11 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                         f"folder {work.root} (library messages: {logs}/)")
         with console.capture(logs / "demo.log", stdout=True):
             s = settings(args.quick, seed)  # imports TensorFlow: its start-up logs go there
+            from slimedge.model.determinism import make_deterministic
+
+            # Every stage under the same TensorFlow settings, whichever of them run this time
+            # (a resumed run may start at the ladder, whose fine-tuning trains too).
+            make_deterministic(s.train.threads)
         stages = _stages(work, s, args, progress=show)
         outcomes = []
         for i, (name, make) in enumerate(stages, 1):
@@ -329,6 +352,9 @@ def _brief(outcome: StageOutcome) -> str:
         if outcome.name == "deploy":
             return (f"{r['devices']} devices, "
                     f"{'verified' if r.get('verified') else 'NOT verified'}")
+        if outcome.name == "fleet":
+            return (f"{r['answered']}/{r['frames']} frames answered, {r['killed']} killed, "
+                    f"{r['mismatches']} differ from the evaluator")
         if outcome.name == "report":
             return ", ".join(r.get("sections", []))
     except (KeyError, TypeError, ValueError):  # a record from an older version
