@@ -43,6 +43,7 @@ def measure(ladder: str, dataset: str, split: str) -> list[dict]:
 
     from slimedge import _core
     from slimedge.data.container import load_dataset
+    from slimedge.export.agreement import top2_margins
     from slimedge.export.gate import DELTA_STEPS, GateReference, quantization_logit_error
     from slimedge.ladder.store import level_dir, read_manifest
     from slimedge.model.mvcnn import branch_features
@@ -71,8 +72,7 @@ def measure(ladder: str, dataset: str, split: str) -> list[dict]:
         change = np.max(np.abs((z8 - z8[rows_i, top][:, None]) - (zf - zf[rows_i, top][:, None])),
                         axis=1)
         eps = quantization_logit_error(ref, levels, live, pooledf, top)
-        srt = np.sort(zf, 1)
-        margin = srt[:, -1] - srt[:, -2]
+        margin = top2_margins(zf)
         ratio = change / eps
         flips = np.argmax(z8, 1) != top
         delta = DELTA_STEPS * eps

@@ -125,6 +125,12 @@ def cache_equality(static: np.ndarray, cached: np.ndarray) -> dict[str, float | 
             "differing": int(np.count_nonzero(diff)), "max_lsb": int(diff.max(initial=0))}
 
 
+def top2_margins(logits: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 logit per frame (how decided the classifier is there)."""
+    top2 = np.sort(np.asarray(logits, np.float64), axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
 @dataclass(frozen=True)
 class Agreement:
     """Top-1 agreement of the device pipeline with the float Keras pipeline; `threshold`: a
@@ -163,8 +169,7 @@ def agreement(device_pred: np.ndarray, float_pred: np.ndarray, labels: np.ndarra
     same = device_pred == float_pred
     margin_max = median = None
     if float_logits is not None and np.shape(float_logits)[-1] >= 2:
-        top2 = np.sort(np.asarray(float_logits, np.float64), axis=1)[:, -2:]
-        margins = top2[:, 1] - top2[:, 0]
+        margins = top2_margins(float_logits)
         median = float(np.median(margins))
         margin_max = float(margins[~same].max()) if (~same).any() else None
     return Agreement(

@@ -79,6 +79,9 @@ def edgetpu_check(path: Path) -> dict[str, Any]:
 
 @dataclass
 class DeviceResult:
+    """One device's artifact and what was measured on it (features on its views' test frames,
+    arena, checks recorded in the manifest, feature error against float)."""
+
     a: DeviceAssignment
     artifact: str
     nbytes: int

@@ -62,7 +62,7 @@ import numpy as np
 
 from slimedge import _core
 from slimedge.export import ExportError
-from slimedge.export.agreement import ViewFeatures, feature_error, pool_views
+from slimedge.export.agreement import ViewFeatures, feature_error, pool_views, top2_margins
 from slimedge.export.paired import PairedCounts, paired_difference_interval
 
 DELTA_STEPS = 8.0  # delta_i = DELTA_STEPS x the frame's one-step logit quantization error
@@ -172,12 +172,6 @@ class GateResult:
 
 
 # --------------------------------------------------------------------------- pieces
-
-
-def top2_margins(logits: np.ndarray) -> np.ndarray:
-    """Top-1 minus top-2 logit per frame."""
-    top2 = np.sort(np.asarray(logits, np.float64), axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
 
 
 def classifier_jacobian(classifier: Any, x: np.ndarray) -> np.ndarray:
