@@ -2,8 +2,8 @@
 
 Placement is the fixed mapping of the fleet file: each view runs on the one device whose
 camera sees it. A device may see several views (a Pi with two cameras): it runs one artifact,
-so its views share one level, and it costs what `device_costs` says (branches in series,
-one interpreter per view). A view seen by several devices would need a placement variable; that
+so its views share one level, and it costs what `device_costs` says (branches in series
+through one interpreter). A view seen by several devices would need a placement variable; that
 is not modelled, so such fleets are refused with a message rather than planned approximately.
 
 Devices listed as down (`down`, the controller's `--down`) are permanently failed: their views

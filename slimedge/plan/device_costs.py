@@ -1,17 +1,15 @@
 """What a whole device costs at one ladder level, however many views its camera(s) see.
 
 A device runs one artifact (one level) for all of its views (`slimedge.export.assignment`), and
-its runtime holds one interpreter per view, invoked one after the other each frame. So, for a
-device with m views at level j (m = 1 is the cost table's row as it is):
+its agent loads it into one engine (one LiteRT or TFLite Micro interpreter) that it invokes once
+per view, one view after the other, each frame (`slimedge.runtime.agent`, the frame loop). So,
+for a device with m views at level j (m = 1 is the cost table's row as it is):
 
 - time: its branches run in series and each view's feature message is sent:
   m x (t_inf(j) + t_tx);
-- memory, what the runtime loads:
-  - LiteRT boards (linux, edgetpu, gpu): the runtime process once, plus model + activations per
-    interpreter: m x (model + activations) + resident;
-  - microcontrollers (TFLite Micro): one tensor arena per interpreter, m x arena; the model is
-    read in place from flash by both, so flash holds it once;
-  storage (flash / disk) holds the one artifact;
+- memory, what the runtime loads: one model, one interpreter, one arena (LiteRT: model +
+  activations + the runtime process; TFLite Micro: one tensor arena, the model in flash), reused
+  for every view: the cost table's fit as it is;
 - energy per frame (active + radio, `slimedge.devices.energy`): m inferences and m messages;
 - battery life (battery-powered boards): the same with the idle draw over the frame period.
 
@@ -20,7 +18,6 @@ A device listed as down (`--down`) costs nothing and runs nothing: its views are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +25,6 @@ import numpy as np
 from slimedge.devices.cost import CostTable
 from slimedge.devices.energy import battery_life_h, energy_per_frame_mj
 from slimedge.devices.fleet import Fleet
-from slimedge.devices.memory import RUNTIME_RESIDENT_BYTES
 
 
 @dataclass(frozen=True)
@@ -48,11 +44,9 @@ class DeviceCosts:
 def device_costs(cost: CostTable, fleet: Fleet, frame_period_ms: float) -> DeviceCosts:
     """Whole-device figures of every level (module docstring)."""
     m = np.array([len(d.views) for d in fleet.devices], np.int64)
-    resident = np.array([RUNTIME_RESIDENT_BYTES.get(d.board.board_class, 0)
-                         for d in fleet.devices], np.int64)
-    ram = m[:, None] * cost.ram_needed - ((m - 1) * resident)[:, None]
+    ram = cost.ram_needed.astype(np.int64)
     storage = cost.storage_needed.astype(np.int64)
-    fits = (ram <= cost.ram_budget[:, None]) & (storage <= cost.storage_budget[:, None])
+    fits = cost.fits.copy()
     time_ms = m[:, None] * cost.total_ms
     energy, life = [], []
     for r, d in enumerate(fleet.devices):
@@ -66,21 +60,3 @@ def device_costs(cost: CostTable, fleet: Fleet, frame_period_ms: float) -> Devic
     powered = np.array([d.board.battery_j is not None for d in fleet.devices])
     return DeviceCosts(tuple(int(x) for x in m), time_ms, ram, storage, fits,
                        np.stack(energy), np.stack(life), powered)
-
-
-def multi_view_misfit(cost: CostTable, costs: DeviceCosts, row: int, level: int,
-                      device_views: Sequence[int]) -> str | None:
-    """Why a device with several views does not fit at `level` (None when it fits or has one
-    view: the cost table's own message covers that)."""
-    if costs.fits[row, level] or len(device_views) < 2:
-        return None
-    parts = []
-    if costs.ram_needed[row, level] > cost.ram_budget[row]:
-        parts.append(f"needs {int(costs.ram_needed[row, level]):,} B of RAM/arena for "
-                     f"{len(device_views)} interpreters (views {list(device_views)}), has "
-                     f"{int(cost.ram_budget[row]):,} B")
-    if costs.storage_needed[row, level] > cost.storage_budget[row]:
-        parts.append(f"needs {int(costs.storage_needed[row, level]):,} B of storage, has "
-                     f"{int(cost.storage_budget[row]):,} B")
-    return (f"{cost.devices[row]} ({cost.boards[row]}): level {level} "
-            f"({cost.levels[level]:g}) " + "; ".join(parts))

@@ -22,7 +22,6 @@ import numpy as np
 
 from slimedge.devices.cost import no_fit_message
 from slimedge.plan.context import PlanContext
-from slimedge.plan.device_costs import multi_view_misfit
 from slimedge.plan.failures import AccuracyCache, views_of
 from slimedge.plan.problem import PlanProblem, Record
 
@@ -37,18 +36,16 @@ def memory_reasons(ctx: PlanContext) -> list[dict[str, Any]]:
         a = ctx.cost.assessment(r, last)
         d = a.details
         views = list(ctx.fleet.devices[r].views)
-        several = multi_view_misfit(ctx.cost, ctx.device, r, last, views)
         out.append({
             "constraint": "memory", "device": ctx.device_of(v), "board": ctx.board_of(v),
-            "view": v, "views": views, "binding": a.binding or d["ram_kind"],
+            "view": v, "views": views, "binding": a.binding,
             "level_index": last, "ram_kind": d["ram_kind"],
-            "ram_needed_bytes": int(ctx.device.ram_needed[r, last]),
+            "ram_needed_bytes": d["ram_needed_bytes"],
             "ram_budget_bytes": d["ram_budget_bytes"],
             "storage_kind": d["storage_kind"],
             "storage_needed_bytes": d["storage_needed_bytes"],
             "storage_budget_bytes": d["storage_budget_bytes"],
-            "message": ("no level fits; " + several if several is not None
-                        else str(no_fit_message(ctx.cost, r))),
+            "message": str(no_fit_message(ctx.cost, r)),
         })
     return out
 

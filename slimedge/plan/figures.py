@@ -17,7 +17,6 @@ import numpy as np
 from slimedge.ladder.evaluator import Evaluator
 from slimedge.plan.context import PlanContext
 from slimedge.plan.contingency import fitting_evaluator
-from slimedge.plan.device_costs import multi_view_misfit
 from slimedge.plan.failures import (
     FailureSets,
     expected_accuracy,
@@ -114,9 +113,8 @@ def cost_figures(ctx: PlanContext, levels: Sequence[int]) -> dict[str, Any]:
             "fits": fits,
         }
         if not fits:
-            msg = (multi_view_misfit(cost, dev, r, j, views) if len(views) > 1
-                   else cost.message(r, j))
-            infeasible.append({"device": name, "view": v, "level_index": j, "message": msg})
+            infeasible.append({"device": name, "view": v, "level_index": j,
+                               "message": cost.message(r, j)})
     per = ctx.total_ms[np.arange(ctx.views), x]
     slowest = int(np.argmax(per))
     life = float(ctx.lives(x[None, :])[0])
