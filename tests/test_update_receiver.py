@@ -124,3 +124,25 @@ def test_serve_model_swaps_a_loaded_device_runtime(world, tmp_path):  # noqa: F8
             up.manifest.model_sha256, "fleet-new", 0.5)
         after = dev.engine.run(np.full(dev.image_shape, 90, np.uint8)).features
         assert after.shape == before.shape and not np.array_equal(after, before)
+
+
+def test_a_model_the_device_cannot_serve_is_refused_and_the_old_one_kept(world, tmp_path):  # noqa: F811
+    from slimedge.errors import SlimEdgeError
+
+    slots = make_slots(world, tmp_path)
+    rx = UpdateReceiver(slots)
+    up = update_for(world, PI_DEVICE, 5)
+    for c in up.chunks(4096):
+        rx.handle(wire.encode_chunk(c))
+    rx.handle(wire.encode_offer(up.offer(4096)))
+    seen = []
+
+    def serve(path, info):
+        seen.append((path.name, info.sequence))
+        raise SlimEdgeError("the camera gives 32x32 images")
+
+    ack, path = rx.commit(serve)
+    assert seen == [("cam01.tflite", 5)] and path is None
+    assert (ack.status, ack.reason) == (wire.REFUSED, upd.DEVICE_ERROR)
+    assert "32x32" in ack.message and ack.running_sequence == 0
+    assert UpdateSlots(slots.root, slots.trust).recover().sequence == 0

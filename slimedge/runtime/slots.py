@@ -100,6 +100,8 @@ class Staged:
     slot: str
     manifest: UpdateManifest
     self_test: str
+    info: SlotInfo
+    model_path: Path  # where the staged model lies (what to load before `commit()`)
 
 
 def slot_files(deploy_dir: str | os.PathLike[str], artifact: str,
@@ -348,7 +350,8 @@ class UpdateSlots:
         slot = SlotInfo(target, m.sequence, m.deployment_id, m.deployment_created, m.level,
                         m.model.path, entries, m)
         self._finish_slot(build, target, slot, (data, sig))
-        self._staged = Staged(target, m, summary)
+        self._staged = Staged(target, m, summary, slot,
+                              self.root / target / m.model.path)
         self._checkpoint("verified")
         return self._staged
 

@@ -6,8 +6,8 @@
     for ack in receiver.handle(payload):      # each message of slimedge/<fleet>/<dev>/update
         publish(topics.ack(fleet, dev), ack.to_bytes(), qos=1)
     # frame loop, between two frames:
-    if receiver.ready():
-        ack, model_path = receiver.commit()   # swap; load model_path for the next frame
+    if receiver.ready():                      # serve(path, info): build the new engine
+        ack, model_path = receiver.commit(serve)   # then the swap
         publish(topics.ack(fleet, dev), ack.to_bytes(), qos=1)
 
 The host publishes an update's chunks, then its signed offer (retained). When the offer finds
@@ -132,12 +132,26 @@ class UpdateReceiver:
         attribute without the lock, so a frame loop never waits on a staging in progress."""
         return self._ready is not None
 
-    def commit(self) -> tuple[Ack, Path]:
-        """Serve the staged update: (the `applied` acknowledgment, the model path to load)."""
+    def commit(self, serve: Callable[[Path, SlotInfo], None] | None = None
+               ) -> tuple[Ack, Path | None]:
+        """Serve the staged update: `serve(model_path, info)` first (the caller builds its
+        engine for the new model; it raises SlimEdgeError when it cannot), then the pointer
+        swap. (the acknowledgment, the served model path); a `serve` that failed leaves the
+        old model served and is acknowledged as refused (device-error), path None."""
+        from slimedge.errors import SlimEdgeError
+
         with self._lock:
-            if self._ready is None:
+            if self._ready is None or self.slots.staged is None:
                 raise UpdateError("commit: no verified update is waiting")
             sequence, self._ready = self._ready, None
+            staged = self.slots.staged
+            if serve is not None:
+                try:
+                    serve(staged.model_path, staged.info)
+                except SlimEdgeError as exc:
+                    self.slots.discard_staged()
+                    return self._refuse(sequence, DEVICE_ERROR,
+                                        f"the verified model cannot be served: {exc}"), None
             self.slots.commit()
             self.counts["applied"] += 1
             started = self._started.pop(sequence, None)
@@ -186,14 +200,16 @@ class UpdateLink:
             for ack in self.receiver.handle(msg.payload):
                 self._publish(ack)
 
-    def swap_if_ready(self) -> tuple[Path, SlotInfo] | None:
-        """Between two frames: serve a verified update if one waits; (model path, slot info)
-        of the model to load now, else None."""
+    def swap_if_ready(self, serve: Callable[[Path, SlotInfo], None] | None = None
+                      ) -> tuple[Path, SlotInfo] | None:
+        """Between two frames: if a verified update waits, `serve(model_path, info)` (build
+        the engine for it; raise SlimEdgeError to refuse it), swap, acknowledge. (model path,
+        slot info) now served, or None (nothing waited, or `serve` refused it)."""
         if not self.receiver.ready():
             return None
-        ack, path = self.receiver.commit()
+        ack, path = self.receiver.commit(serve)
         self._publish(ack)
-        return path, self.receiver.slots.current()[1]
+        return None if path is None else (path, self.receiver.slots.current()[1])
 
     @property
     def sequence(self) -> int:
