@@ -78,6 +78,7 @@ GATE_SETTINGS = {"delta_steps": DELTA_STEPS, "tolerance": TOLERANCE, "confidence
                  "interval": "newcombe-hybrid-score-paired", "exactness": "bit-exact int8"}
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LISTED = 8  # frames named in a message
+JACOBIAN_BATCH = 256  # frames per classifier Jacobian
 
 
 @dataclass(frozen=True)
@@ -206,9 +207,14 @@ def quantization_logit_error(reference: GateReference, levels: Sequence[int],
     # Pooling the per-view bounds the same way bounds the pooled error (max, mean, weighted).
     pooled_err, _ = _core.pool(np.ascontiguousarray(err), live, reference.weights,
                                mode=reference.mode)
-    jac = classifier_jacobian(reference.classifier, float_pooled)
-    diff = jac[np.arange(n), float_top][:, None, :] - jac  # (N, C, D)
-    return np.max(np.abs(diff) @ pooled_err[:, :, None].astype(np.float64), axis=(1, 2))
+    eps = np.empty(n)
+    for start in range(0, n, JACOBIAN_BATCH):  # (frames, classes, D) per batch bounds memory
+        stop = min(n, start + JACOBIAN_BATCH)
+        jac = classifier_jacobian(reference.classifier, float_pooled[start:stop])
+        diff = jac[np.arange(stop - start), float_top[start:stop]][:, None, :] - jac
+        bound = np.abs(diff) @ pooled_err[start:stop, :, None].astype(np.float64)
+        eps[start:stop] = np.max(bound, axis=(1, 2))
+    return eps
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
