@@ -32,8 +32,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 class ThrottledProgress(io.TextIOBase):
     """A text stream for a non-terminal: full lines pass through; text that redraws in place
-    (a segment that began after a carriage return, as a progress bar's does) is kept, and the
-    newest one is written as a line at most once every `interval` seconds."""
+    (a segment that began after a carriage return, as a progress bar's does) is written as a
+    line when it is flushed (a bar flushes each redraw), at most once every `interval` seconds.
+    A redraw is shown when it is drawn or not at all: the text a later one replaces is stale."""
 
     def __init__(self, target: TextIO, interval: float = PROGRESS_INTERVAL_S) -> None:
         super().__init__()
@@ -56,23 +57,23 @@ class ThrottledProgress(io.TextIOBase):
     def write(self, text: str) -> int:
         for piece in re.split(r"([\r\n])", text):
             if piece in ("\r", "\n"):
-                self._end_segment(piece)
+                if not self._redraw:
+                    line = _ANSI.sub("", self._pending).rstrip()
+                    if line.strip():
+                        self._emit(line)
+                self._pending, self._redraw = "", piece == "\r"
             else:
                 self._pending += piece
         return len(text)
 
-    def _end_segment(self, terminator: str) -> None:
-        segment = _ANSI.sub("", self._pending).rstrip()
-        if segment.strip():
-            if self._redraw:
-                now = time.monotonic()
-                if now - self._last >= self._interval:
-                    self._emit(segment.strip())
-                    self._last = now
-            else:
-                self._emit(segment)
-        self._pending = ""
-        self._redraw = terminator == "\r"
+    def flush(self) -> None:
+        now = time.monotonic()
+        text = _ANSI.sub("", self._pending).strip()
+        if self._redraw and text and now - self._last >= self._interval:
+            self._emit(text)
+            self._last = now
+            self._pending = ""
+        self._target.flush()
 
     def _emit(self, line: str) -> None:
         self._target.write(line + "\n")
@@ -81,9 +82,6 @@ class ThrottledProgress(io.TextIOBase):
     def restart(self) -> None:
         """Start a new interval (a new stage): no leftover redraw is printed late."""
         self._pending, self._redraw, self._last = "", False, time.monotonic()
-
-    def flush(self) -> None:
-        self._target.flush()
 
 
 class Console:

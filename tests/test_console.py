@@ -56,14 +56,22 @@ def test_non_terminal_progress_is_thinned_and_lines_pass():
     stream = ThrottledProgress(out, interval=3600)
     for i in range(50):
         stream.write(f"\repoch 1: {i * 2}%|##   | {i}/50")
+        stream.flush()
     stream.write("\n[export] a line of our own\n")
     stream.write("\r\x1b[A  fine-tune 3/7\x1b[A\r")
+    stream.flush()
     assert out.getvalue() == "[export] a line of our own\n"
 
+    # Each redraw as it is flushed (a bar flushes every redraw); a redraw never flushed is
+    # stale once the next one replaces it.
     out = io.StringIO()
     every = ThrottledProgress(out, interval=0)
-    every.write("\rbar 1/3\rbar 2/3\rbar 3/3\n\n")
-    assert out.getvalue().splitlines() == ["bar 1/3", "bar 2/3", "bar 3/3"]
+    for text in ("\rbar 1/3", "\rbar 2/3", "\rbar 3/3\n"):
+        every.write(text)
+        every.flush()
+    every.write("\rnever flushed\rbar \x1b[Adone")
+    every.flush()
+    assert out.getvalue().splitlines() == ["bar 1/3", "bar 2/3", "bar done"]
     assert not every.isatty()
 
 
