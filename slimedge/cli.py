@@ -77,6 +77,11 @@ def _device_parsers(sub: argparse._SubParsersAction) -> None:
              cred.add_credentials_options)
     _command(fsub, "show", "the devices of a fleet, their boards and views", cmd.show_fleet,
              cmd.add_fleet_options).set_defaults(text=cmd.fleet_text)
+    from slimedge.fleet import summary, up
+
+    _command(fsub, "up", "run a deployment as a local fleet (broker, agent processes, "
+             "aggregator) with injected failures", up.fleet_up,
+             up.add_up_options).set_defaults(text=summary.summary_text)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +141,14 @@ def _export_parsers(sub: argparse._SubParsersAction) -> None:
              cmd.verify, cmd.add_verify_options)
 
 
+def _aggregator_parsers(sub: argparse._SubParsersAction) -> None:
+    from slimedge.runtime import aggregator_service as agg
+
+    asub = _group(sub, "aggregator", "the fleet's aggregator service")
+    _command(asub, "run", "align, pool and classify a fleet's features over MQTT, with failure "
+             "detection, a results database and metrics", agg.run, agg.add_run_options)
+
+
 def _agent_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.runtime import commands as cmd
 
@@ -155,14 +168,6 @@ def _push_parser(sub: argparse._SubParsersAction) -> None:
 
     _command(sub, "push", "carry a signed deployment to running devices as signed "
              "per-device updates over MQTT", cmd.push, cmd.add_push_options)
-
-
-def _aggregator_parsers(sub: argparse._SubParsersAction) -> None:
-    from slimedge.runtime import aggregator_service as agg
-
-    asub = _group(sub, "aggregator", "the fleet's aggregator service")
-    _command(asub, "run", "align, pool and classify a fleet's features over MQTT, with failure "
-             "detection, a results database and metrics", agg.run, agg.add_run_options)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:

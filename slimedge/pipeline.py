@@ -38,6 +38,7 @@ WORK_LAYOUT = {
     "importance": "importance.json",
     "plan": "plan.json",
     "deploy": "deploy",
+    "fleet": "fleet",
     "report": "report",
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 from slimedge.artifacts import atomic_dir
 from slimedge.pipeline import BLOCKED, OK, UNMET, WorkFolder
 
-REPORT_VERSION = 4
+REPORT_VERSION = 5
 
 
 def _dataset_section(work: WorkFolder, out: Path) -> list[str]:
@@ -156,6 +156,12 @@ def _deploy_section(work: WorkFolder) -> list[str]:
     return ["## Deployment (signed, verified)", "", markdown_table(summary), ""]
 
 
+def _fleet_section(work: WorkFolder, out: Path) -> list[str]:
+    from slimedge.fleet.demo_run import report_lines
+
+    return report_lines(work.path("fleet"), out)
+
+
 SECTIONS = {
     "dataset": _dataset_section,
     "model": lambda work, out: _model_section(work),
@@ -163,10 +169,11 @@ SECTIONS = {
     "importance": _importance_section,
     "plan": _plan_section,
     "deploy": lambda work, out: _deploy_section(work),
+    "fleet": _fleet_section,
 }
 TITLES = {"dataset": "Dataset", "model": "Model", "ladder": "Pruning ladder",
           "importance": "View importance", "plan": "Plan for the mixed fleet",
-          "deploy": "Deployment"}
+          "deploy": "Deployment", "fleet": "Local fleet"}
 
 
 def _stages_section(work: WorkFolder, names: list[str]) -> list[str]:

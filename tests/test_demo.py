@@ -25,17 +25,23 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     stages = first["stages"]
     assert all(s["status"] == "ran" for s in stages.values())
     for sub in ("dataset", "model", "ladder", "importance.json", "plan.json",
-                "deploy/manifest.json", "deploy/manifest.sig", "report/index.md"):
+                "deploy/manifest.json", "deploy/manifest.sig", "fleet/summary.json",
+                "fleet/timeline.png", "report/index.md"):
         assert (work / sub).exists(), sub
     report = (work / "report" / "index.md").read_text()
     for heading in ("## Dataset", "## Model", "## Pruning ladder", "## View importance",
-                    "## Plan for the mixed fleet", "## Deployment (signed, verified)"):
+                    "## Plan for the mixed fleet", "## Deployment (signed, verified)",
+                    "## The deployment as a local fleet"):
         assert heading in report
     assert "head failout stage" in report
     # The model stage records the hash of the model it wrote (the ladder's input).
     record = json.loads((work / "model" / "train.json").read_text())
     assert stages["model"]["model_hash"] == model_hash(record) == stages["ladder"]["model_hash"]
-    for png in ("contact_sheet.png", "ladder_costs.png", "importance.png", "vs_failed.png"):
+    # The fleet stage: every process of the run, one device killed, answers checked.
+    assert stages["fleet"]["frames"] == stages["fleet"]["answered"] + stages["fleet"]["lost"]
+    assert stages["fleet"]["killed"] and stages["fleet"]["detected_after_s"] is not None
+    for png in ("contact_sheet.png", "ladder_costs.png", "importance.png", "vs_failed.png",
+                "fleet_timeline.png"):
         assert (work / "report" / png).stat().st_size > 0
 
     # The figures the run ends with.
@@ -51,7 +57,8 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     # What TensorFlow and its converter print went to the stage logs.
     assert "fully_quantize" in (work / "logs" / "ladder.log").read_text()
     assert sorted(p.stem for p in (work / "logs").iterdir()) == sorted(
-        ["demo", "dataset", "model", "ladder", "importance", "plan", "deploy", "report"])
+        ["demo", "dataset", "model", "ladder", "importance", "plan", "deploy", "fleet",
+         "report"])
 
     # A resumed run in text mode: one line per stage, then the short summary.
     assert main(["demo", "--quick", "--work", str(work)]) == 0
@@ -59,8 +66,9 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     lines = err.splitlines()
     assert lines[0].startswith("slimedge demo --quick, seed 0, work folder")
     assert [line.split()[:3] for line in lines[1:]] == [
-        [f"[{i}/7]", name, "up"] for i, name in enumerate(
-            ["dataset", "model", "ladder", "importance", "plan", "deploy", "report"], 1)]
+        [f"[{i}/8]", name, "up"] for i, name in enumerate(
+            ["dataset", "model", "ladder", "importance", "plan", "deploy", "fleet", "report"],
+            1)]
     assert "test accuracy  float" in out and "at the plan's levels" in out
     assert f"plan latency   {figures['latency_ms']:.1f} ms; unpruned" in out
     assert "deployment     verified (12 devices, signed)" in out
@@ -97,13 +105,14 @@ def _infeasible_plan_blocks_deploy_only(work, capsys):
         assert main(["demo", "--quick", "--work", str(work), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     stages = result["stages"]
-    assert [stages[n]["status"] for n in ("ladder", "plan", "deploy", "report")] == [
-        "skipped", "unmet", "blocked", "ran"]
+    assert [stages[n]["status"] for n in ("ladder", "plan", "deploy", "fleet", "report")] == [
+        "skipped", "unmet", "blocked", "blocked", "ran"]
     assert "0.9999" in stages["plan"]["reason"] or "0.999" in stages["plan"]["reason"]
     assert stages["deploy"]["reason"].startswith("needs plan, which is unmet")
-    assert set(result["unmet"]) == {"plan", "deploy"}
+    assert set(result["unmet"]) == {"plan", "deploy", "fleet"}
     assert "latency_ms" not in result["figures"] and "float_test_accuracy" in result["figures"]
     assert not (work / "plan.json").exists() and not (work / "deploy").exists()
+    assert not (work / "fleet").exists()
     report = (work / "report" / "index.md").read_text()
     assert "## Plan for the mixed fleet: goal not met" in report
     assert "## Deployment: not run" in report and "## Pruning ladder" in report

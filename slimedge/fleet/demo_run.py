@@ -51,46 +51,14 @@ def run_demo_fleet(out: Path, deploy: str | os.PathLike, importance: Path | None
             "detected_after_s": det.get("detection_delay_s"), "broker": s["broker"]}
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
 def report_lines(run_dir: Path, out: Path) -> list[str]:
-    """The report's section: figures of the run and its timeline (copied into `out`)."""
+    """The report's section: the run described (`summary.describe`) and its timeline, copied
+    into `out`."""
     from slimedge.fleet.run_folder import SUMMARY_FILE, TIMELINE_FILE
+    from slimedge.fleet.summary import describe
 
     s = json.loads((run_dir / SUMMARY_FILE).read_text())
     if (run_dir / TIMELINE_FILE).is_file():
         shutil.copyfile(run_dir / TIMELINE_FILE, out / TIMELINE_PNG)
-    lines = [
-        "## The deployment as a local fleet",
-        "",
-        f"{s['devices']} agent processes and the aggregator over a {s['broker']} broker on "
-        f"loopback, {s['frames']} test frames at {s['fps']:g} fps: {s['answered']} answered "
-        f"({s['on_time']} by their deadline), {s['lost']} lost. Accuracy "
-        f"{_pct(s['accuracy'])}; the evaluator on the same frames and live sets "
-        f"{_pct(s['evaluator_accuracy'])}; {s['mismatches']} frame(s) differ.",
-    ]
-    check = s.get("artifacts_check")
-    if check is not None and s["mismatches"]:
-        lines.append(f"Against the deployment's own artifacts' features {check['mismatches']} "
-                     f"frame(s) differ: {check['note']}.")
-    lines.append("")
-    for d in s["detections"]:
-        how = "SIGKILL" if d["signal"] == "SIGKILL" else "SIGSTOP (hung)"
-        if d["detected_s"] is None:
-            lines.append(f"- {how} of {d['device']} at {d['killed_s']:.2f} s: not detected "
-                         "before the run ended")
-            continue
-        w = d["window"]
-        lines.append(
-            f"- {how} of {d['device']} (view(s) {', '.join(map(str, d['views']))}) at "
-            f"{d['killed_s']:.2f} s: dead at {d['detected_s']:.2f} s "
-            f"({d['heartbeat_periods']:.2f} heartbeat periods of {s['heartbeat_s']:g} s; "
-            f"{d['detected_by']}); {w['frames']} frame(s) captured in between, answered at "
-            f"their deadline from the survivors; first frame without it: {d['switch_frame']}")
-    for p in s["phases"]:
-        lines.append(f"- frames {p['first_frame']}–{p['last_frame']}: {len(p['live_views'])} "
-                     f"live views, accuracy {_pct(p['accuracy'])} (evaluator "
-                     f"{_pct(p['evaluator_accuracy'])}), {p['lost']} lost")
-    return [*lines, "", f"![fleet timeline]({TIMELINE_PNG})", ""]
+    return ["## The deployment as a local fleet", "", *describe(s), "",
+            f"![fleet timeline]({TIMELINE_PNG})", ""]

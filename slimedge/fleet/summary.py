@@ -188,3 +188,64 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
         summary["timeline"] = str(plot_timeline(data, run_dir / TIMELINE_FILE))
     write_json(run_dir / SUMMARY_FILE, summary)
     return summary
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def describe(s: dict[str, Any]) -> list[str]:
+    """A summary in a few lines (Markdown): the run, each failure and its detection, each
+    stretch of frames with one live set beside the evaluator, rejoins, broker restarts."""
+    lines = [
+        f"{s['devices']} agent processes and the aggregator over a {s['broker']} broker on "
+        f"loopback, {s['frames']} test frames at {s['fps']:g} fps: {s['answered']} answered "
+        f"({s['on_time']} by their deadline), {s['lost']} lost. Accuracy "
+        f"{_pct(s['accuracy'])}; the evaluator on the same frames and live sets "
+        f"{_pct(s['evaluator_accuracy'])}; {s['mismatches']} frame(s) differ.",
+    ]
+    check = s.get("artifacts_check")
+    if check is not None and s["mismatches"]:
+        lines.append(f"Against the deployment's own artifacts' features {check['mismatches']} "
+                     f"frame(s) differ: {check['note']}.")
+    if s.get("rejected"):
+        lines.append("Refused messages: " + ", ".join(f"{k} {v}" for k, v in
+                                                       sorted(s["rejected"].items())) + ".")
+    lines.append("")
+    for d in s["detections"]:
+        how = "SIGKILL" if d["signal"] == "SIGKILL" else "SIGSTOP (hung)"
+        views = ", ".join(map(str, d["views"]))
+        if d["detected_s"] is None:
+            lines.append(f"- {how} of {d['device']} at {d['killed_s']:.2f} s: not detected "
+                         "before the run ended")
+            continue
+        w = d["window"]
+        lines.append(
+            f"- {how} of {d['device']} (view(s) {views}) at {d['killed_s']:.2f} s: dead at "
+            f"{d['detected_s']:.2f} s ({d['heartbeat_periods']:.2f} heartbeat periods of "
+            f"{s['heartbeat_s']:g} s; {d['detected_by']}); {w['frames']} frame(s) captured "
+            f"from the kill to the detection ({w['answered_without_device']} pooled without "
+            f"it, {w['on_time']} on time, {w['lost']} lost); first frame without it: "
+            f"{d['switch_frame']}")
+    for j in s.get("rejoins", []):
+        lines.append(f"- restart of {j['device']} at {j['restarted_s']:.2f} s: alive again at "
+                     f"{j['alive_s']} s, pooled again from frame {j['used_again_frame']} "
+                     f"({j['frames_using_it_after']} frames); its replay resent "
+                     f"{j.get('old_frames_resent')} old frame(s), refused as duplicate or late")
+    for b in s.get("broker_restarts", []):
+        after = b["after_recovery"] or {}
+        lines.append(f"- broker down at {b['down_s']:.2f} s, back at {b['back_s']:.2f} s: "
+                     f"{len(b['online_again'])} agents online again, every view back from "
+                     f"frame {b['recovered_frame']}; {b['outage']['lost']} frame(s) lost "
+                     f"during the outage, {after.get('lost')} after recovery")
+    for p in s["phases"]:
+        lines.append(f"- frames {p['first_frame']}–{p['last_frame']}: {len(p['live_views'])} "
+                     f"live views, accuracy {_pct(p['accuracy'])} (evaluator "
+                     f"{_pct(p['evaluator_accuracy'])}), {p['on_time']} on time, "
+                     f"{p['lost']} lost")
+    return lines
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    """What `fleet up` prints without --json."""
+    return "\n".join([*describe(s), "", f"run folder: {s['run_dir']}"])
