@@ -3,6 +3,10 @@ out; bad messages counted, never raised; refusals answered with their reason."""
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from slimedge.fleet.updates import resign
 from slimedge.runtime import update as upd
 from slimedge.runtime import update_messages as wire
@@ -100,30 +104,65 @@ def test_open_updates_serves_the_deployment_first_then_the_update(world, tmp_pat
     assert path.parent.name in ("a", "b") and info.model_sha256 == up.manifest.model_sha256
 
 
-def test_serve_model_swaps_a_loaded_device_runtime(world, tmp_path):  # noqa: F811
+def test_link_prepares_on_its_thread_and_swaps_between_frames(world, tmp_path,  # noqa: F811
+                                                               mqtt_broker):
+    import functools
+
     import numpy as np
 
+    from slimedge.runtime import topics
     from slimedge.runtime.device_setup import load_device
-    from slimedge.runtime.update_receiver import open_updates, serve_model
+    from slimedge.runtime.mqtt import MqttClient
+    from slimedge.runtime.update_receiver import UpdateLink, open_updates, prepare_model
     from tests.update_fixtures import MCU_DEVICE
 
+    host = MqttClient(mqtt_broker.url, name="host",
+                      subscriptions=[(topics.ack_all("t"), 1)]).start()
     for device, board, runtime in ((PI_DEVICE, "rpi4b", "litert-cpu"),
                                    (MCU_DEVICE, "esp32s3", "tflm")):
         dev = load_device(world["old"], device, world["public"])
         assert dev.runtime == runtime
         rx, _, _ = open_updates(tmp_path / device, world["old"], device, board, world["public"])
         rx.slots.clock = lambda: NOW
+        client = MqttClient(mqtt_broker.url, name=device).start()
+        link = UpdateLink(client, "t", rx, functools.partial(prepare_model, dev)).start()
         up = update_for(world, device, 5)
         for c in up.chunks(4096):
-            rx.handle(wire.encode_chunk(c))
-        rx.handle(wire.encode_offer(up.offer(4096)))
-        _, path = rx.commit()
+            host.publish(topics.update("t", device), wire.encode_chunk(c), qos=1)
+        host.publish(topics.update("t", device), wire.encode_offer(up.offer(4096)), qos=1)
         before = dev.engine.run(np.full(dev.image_shape, 90, np.uint8)).features
-        serve_model(dev, path, rx.slots.current()[1])
+        swapped, frames = None, 0
+        while swapped is None and frames < 3000:  # the frame loop, 5 ms per frame
+            frames += 1
+            dev.engine.run(np.full(dev.image_shape, 90, np.uint8))
+            time.sleep(0.005)
+            swapped = link.swap_if_ready()
+        link.stop()
+        client.stop()
+        assert swapped is not None and swapped[1].sequence == 5
         assert (dev.model_hash, dev.deployment_id, dev.level) == (
             up.manifest.model_sha256, "fleet-new", 0.5)
         after = dev.engine.run(np.full(dev.image_shape, 90, np.uint8)).features
         assert after.shape == before.shape and not np.array_equal(after, before)
+        acks = []
+        while (m := host.get(timeout=2.0)) is not None and not acks:
+            ack = wire.Ack.from_bytes(m.payload)
+            if ack.device == device:
+                acks.append(ack)
+        assert acks and acks[0].status == wire.APPLIED and acks[0].model_hash == dev.model_hash
+    host.stop()
+
+
+def test_serve_model_refuses_a_model_for_another_camera(world, tmp_path):  # noqa: F811
+    from slimedge.runtime.device_setup import load_device
+    from slimedge.runtime.update_receiver import open_updates, serve_model
+
+    dev = load_device(world["old"], PI_DEVICE, world["public"])
+    _, path, info = open_updates(tmp_path / "s", world["old"], PI_DEVICE, "rpi4b",
+                                 world["public"])
+    dev.image_shape = (32, 32, 1)
+    with pytest.raises(upd.UpdateError, match=r"takes images \(16, 16, 1\), the camera"):
+        serve_model(dev, path, info)
 
 
 def test_a_model_the_device_cannot_serve_is_refused_and_the_old_one_kept(world, tmp_path):  # noqa: F811

@@ -132,6 +132,20 @@ class UpdateReceiver:
         attribute without the lock, so a frame loop never waits on a staging in progress."""
         return self._ready is not None
 
+    @property
+    def ready_sequence(self) -> int | None:
+        """The sequence of the verified update waiting for `commit()`, or None."""
+        return self._ready
+
+    def reject_staged(self, message: str) -> Ack:
+        """Refuse the verified update waiting (the device cannot serve it): device-error."""
+        with self._lock:
+            sequence, self._ready = self._ready, None
+            self.slots.discard_staged()
+            if sequence is None:
+                raise UpdateError("reject_staged: no verified update is waiting")
+            return self._refuse(sequence, DEVICE_ERROR, message)
+
     def commit(self, serve: Callable[[Path, SlotInfo], None] | None = None
                ) -> tuple[Ack, Path | None]:
         """Serve the staged update: `serve(model_path, info)` first (the caller builds its
@@ -162,22 +176,26 @@ class UpdateReceiver:
 
 class UpdateLink:
     """Updates on an agent's MQTT link: subscribes to the device's update topic, handles its
-    messages on a thread of its own (staging hashes and self-tests; frames go on meanwhile)
-    and publishes the acknowledgments. The frame loop calls `swap_if_ready()` between two
-    frames and loads the returned model.
+    messages on a thread of its own and publishes the acknowledgments. Everything slow runs on
+    that thread: staging (hashes, self-test) and `prepare(model_path, info)`, which builds the
+    engine for a verified model and returns a cheap `install()`; the frame loop calls
+    `swap_if_ready()` between two frames, which installs and swaps the pointer (milliseconds).
 
     The link must deliver nothing but this device's update topic to `client.get()` (the agent
     subscribes to nothing else), so this thread is the only reader of the inbound queue.
     """
 
-    def __init__(self, client: Any, fleet: str, receiver: UpdateReceiver) -> None:
+    def __init__(self, client: Any, fleet: str, receiver: UpdateReceiver,
+                 prepare: Callable[[Path, SlotInfo], Callable[[], None]] | None = None
+                 ) -> None:
         from slimedge.runtime import topics
 
-        self.client, self.receiver = client, receiver
+        self.client, self.receiver, self.prepare = client, receiver, prepare
         device = receiver.device
         self.topic_update = topics.update(fleet, device)
         self.topic_ack = topics.ack(fleet, device)
         client.subscribe(self.topic_update, 1)
+        self._prepared: tuple[int, Callable[[], None]] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="updates", daemon=True)
 
@@ -199,15 +217,37 @@ class UpdateLink:
                 continue
             for ack in self.receiver.handle(msg.payload):
                 self._publish(ack)
+            self._prepare_staged()
 
-    def swap_if_ready(self, serve: Callable[[Path, SlotInfo], None] | None = None
-                      ) -> tuple[Path, SlotInfo] | None:
-        """Between two frames: if a verified update waits, `serve(model_path, info)` (build
-        the engine for it; raise SlimEdgeError to refuse it), swap, acknowledge. (model path,
-        slot info) now served, or None (nothing waited, or `serve` refused it)."""
-        if not self.receiver.ready():
-            return None
-        ack, path = self.receiver.commit(serve)
+    def _prepare_staged(self) -> None:
+        from slimedge.errors import SlimEdgeError
+
+        sequence, staged = self.receiver.ready_sequence, self.receiver.slots.staged
+        if self.prepare is None or sequence is None or staged is None:
+            return
+        if self._prepared is not None and self._prepared[0] == sequence:
+            return
+        try:
+            install = self.prepare(staged.model_path, staged.info)
+        except SlimEdgeError as exc:
+            self._publish(self.receiver.reject_staged(
+                f"the verified model cannot be served: {exc}"))
+            return
+        self._prepared = (sequence, install)
+
+    def swap_if_ready(self) -> tuple[Path, SlotInfo] | None:
+        """Between two frames: if a verified (and, with `prepare`, prepared) update waits,
+        install it, swap, acknowledge; (model path, slot info) now served, else None."""
+        if self.prepare is None:
+            if not self.receiver.ready():
+                return None
+            ack, path = self.receiver.commit()
+        else:
+            prepared = self._prepared
+            if prepared is None or prepared[0] != self.receiver.ready_sequence:
+                return None  # not prepared yet, or a newer update replaced it meanwhile
+            self._prepared = None
+            ack, path = self.receiver.commit(lambda _path, _info: prepared[1]())
         self._publish(ack)
         return None if path is None else (path, self.receiver.slots.current()[1])
 
@@ -235,12 +275,12 @@ def open_updates(state_dir: str | Path, deploy_dir: str | Path, device: str, boa
     return UpdateReceiver(slots), path, info
 
 
-def serve_model(dev: Any, path: Path, info: SlotInfo) -> None:
-    """Point a loaded `DeviceRuntime` (`device_setup.load_device`) at another model of the
-    same device: a new engine in the runtime it already runs ("tflm": TFLite Micro within
-    the board's arena budget; LiteRT with the same delegate otherwise), and the served
-    model's hash, deployment id and level, which its feature messages and heartbeats carry.
-    The new engine is built before anything changes: a failure leaves `dev` as it was."""
+def prepare_model(dev: Any, path: Path, info: SlotInfo) -> Callable[[], None]:
+    """Build the engine for another model of a loaded `DeviceRuntime`
+    (`device_setup.load_device`), in the runtime it already runs ("tflm": TFLite Micro within
+    the board's arena budget, probed first; LiteRT with the same delegate otherwise), and
+    return `install()`, which points `dev` at it: engine, and the model hash, deployment id
+    and level its feature messages and heartbeats carry. Slow work here, none in install."""
     if dev.runtime == "tflm":
         from slimedge.runtime.mcu import TflmRunner, check_arena
 
@@ -256,6 +296,15 @@ def serve_model(dev: Any, path: Path, info: SlotInfo) -> None:
     if tuple(engine.image_shape) != tuple(dev.image_shape):
         raise UpdateError(f"device {dev.device}: model {path.name} takes images "
                           f"{tuple(engine.image_shape)}, the camera gives {dev.image_shape}")
-    dev.engine, dev.arena_bytes = engine, arena
-    dev.model_hash, dev.deployment_id, dev.level = (info.model_sha256, info.deployment_id,
-                                                    info.level)
+
+    def install() -> None:
+        dev.engine, dev.arena_bytes = engine, arena
+        dev.model_hash, dev.deployment_id, dev.level = (info.model_sha256, info.deployment_id,
+                                                        info.level)
+
+    return install
+
+
+def serve_model(dev: Any, path: Path, info: SlotInfo) -> None:
+    """`prepare_model` and install at once (at start, before the first frame)."""
+    prepare_model(dev, path, info)()
