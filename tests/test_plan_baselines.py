@@ -151,3 +151,50 @@ def test_published_heuristic_meets_its_surrogate_not_necessarily_the_evaluator(c
     assert results["published"]["val"]["accuracy"] == ctx.evaluator.accuracy(x)
     fig = figures(ctx, x)
     assert fig["latency_ms"] == results["published"]["latency_ms"]
+
+
+def test_published_is_held_to_the_worst_k_floor(ctx, importance):
+    from slimedge.plan.failures import AccuracyCache
+
+    acc_u = np.array([ctx.evaluator.accuracy([j] * 5) for j in range(ctx.levels)])
+    low = 0.5  # a floor the surrogate lets the rule prune far under
+    free = published(ctx.with_constraints(Constraints(min_accuracy=low)), importance["ratio"],
+                     acc_u)
+    k_live = ~np.eye(5, dtype=bool)
+    worst_free = ctx.evaluator.accuracy_over_masks(free, k_live).min()
+    start = np.maximum(ctx.least_pruned_fitting(), 0)
+    worst_start = ctx.evaluator.accuracy_over_masks(start, k_live).min()
+    floor_k = round(float(worst_free + worst_start) / 2, 4)
+    if not worst_free < floor_k <= worst_start:
+        pytest.skip("the surrogate's own stop already keeps worst-k here")
+    held = ctx.with_constraints(Constraints(min_accuracy=low, k_failures=1,
+                                            min_accuracy_k=floor_k))
+    out = run_baselines(held, importance, names=("published",),
+                        cache=AccuracyCache(held.evaluator, held.base_weights))["published"]
+    x = np.array(out["levels"])
+    assert ctx.evaluator.accuracy_over_masks(x, k_live).min() >= floor_k
+    assert out["meets"]["min_accuracy_k"] is True
+    assert x.sum() <= free.sum()
+
+
+def test_baselines_get_contingency_weights_fitted_like_the_plan():
+    from slimedge.plan.contingency import build_contingency, weights_by_mask
+
+    spec = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=120, n_test=60, n_train=500,
+                         views=len(BOARDS), dim=16, classes=4, hidden=16, difficulty=0.5,
+                         seed=1, mode="mean")
+    mean = synthetic_context(Constraints(min_accuracy=0.5, k_failures=1), spec=spec,
+                             boards=BOARDS)
+    imp = view_importance(mean.evaluator)
+    out = run_baselines(mean, imp)
+    fitted = 0
+    for name, b in out.items():
+        w = weights_by_mask(build_contingency(mean, b["levels"], fit=True, extra=False))
+        want = figures(mean, b["levels"], weights_by_mask=w)
+        assert b["val"]["expected_accuracy"] == pytest.approx(
+            want["val"]["expected_accuracy"]), name
+        assert b["weights"] == ("fitted contingency rows" if w else "renormalized")
+        fitted += bool(w)
+    assert fitted  # the mean head gains from fitted rows somewhere, as the plan does
+    plain = run_baselines(mean, imp, fit_contingency=False)
+    assert all(b["weights"] == "renormalized" for b in plain.values())
