@@ -109,14 +109,15 @@ def extra_work(ctx: PlanContext, levels: Sequence[int], live: np.ndarray, w: np.
     for _ in range(ctx.views):
         if acc >= floor:
             break
-        cands = [(v, j) for v in np.flatnonzero(live) for j in range(int(x[v]))
-                 if ctx.fits[v, j]]
+        # a device with several views moves them together (one artifact)
+        cands = [(v, j) for v in np.flatnonzero(live) if ctx.lead_view[v] == v
+                 for j in range(int(x[v])) if ctx.fits[v, j]]
         if not cands:
             break
         scores = []
         for v, j in cands:
             y = x.copy()
-            y[v] = j
+            y[ctx.lead_view == v] = j
             scores.append(float(ev.accuracy_over_masks(y, live[None, :], w[None, :])[0]))
         i = int(np.argmax(scores))
         if scores[i] <= acc:
@@ -124,7 +125,7 @@ def extra_work(ctx: PlanContext, levels: Sequence[int], live: np.ndarray, w: np.
         v, j = cands[i]
         moves.append({"view": int(v), "device": ctx.device_of(int(v)), "from": int(x[v]),
                       "to": int(j)})
-        x[v] = j
+        x[ctx.lead_view == v] = j
         acc = scores[i]
     if not moves:
         return None
