@@ -248,11 +248,11 @@ def _fleet_stage(work: WorkFolder) -> Stage:
 
 def _report_stage(work: WorkFolder, names: list[str]) -> Stage:
     """The report of the stages `names` (every stage before it): rebuilt when any of them
-    changed its output or its status."""
+    changed its output, its status or its reason."""
     from slimedge.report import REPORT_VERSION, write_report
 
     inputs: dict[str, Any] = {name: [work.state.get(name, {}).get("fingerprint"),
-                                     work.status(name)] for name in names}
+                                     work.status(name), work.reason(name)] for name in names}
     inputs["version"] = REPORT_VERSION
 
     def run(out: Path) -> dict[str, Any]:
@@ -366,7 +366,8 @@ def _stage_line(tag: str, outcome: StageOutcome) -> str:
     status = {"skipped": "up to date"}.get(outcome.status, outcome.status)
     if not outcome.ok:
         return f"{tag:<18} {status:<10} {(outcome.reason or '').splitlines()[0]}"
-    return f"{tag:<18} {status:<10} {outcome.seconds:6.1f} s  {_brief(outcome)}".rstrip()
+    took = f"{outcome.seconds:6.1f} s" if outcome.status == "ran" else ""
+    return f"{tag:<18} {status:<10} {took:>8}  {_brief(outcome)}".rstrip()
 
 
 def _figures(work: WorkFolder) -> dict[str, Any]:

@@ -122,8 +122,8 @@ class WorkFolder:
     def run(self, stage: Stage, *, force: bool = False) -> StageOutcome:
         missing = [n for n in stage.needs if self.status(n) != OK]
         if missing:
+            # The cause is told once, by the stage that has it; this names the chain.
             reason = "; ".join(f"needs {n}, which is {self.status(n) or 'not run'}"
-                               + (f" ({self.reason(n)})" if self.reason(n) else "")
                                for n in missing)
             return self._not_done(stage, BLOCKED, reason)
         if not force and self.up_to_date(stage):
