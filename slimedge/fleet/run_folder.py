@@ -272,6 +272,11 @@ def detections(f: RunFacts, injections: Sequence[Mapping[str, Any]],
             without = window & f.answered & ~f.live[:, views].any(axis=1)
             w["answered_without_device"] = int(without.sum())
             row["window"] = w
+            # Every frame captured after the detection: answered by the survivors alone.
+            after = t > f.since_start(dead)
+            row["after_detection"] = stretch(f, after)
+            row["after_detection"]["answered_with_device"] = int(
+                (after & f.answered & f.live[:, views].any(axis=1)).sum())
         gone = np.flatnonzero(f.answered & exposed
                               & ~f.live[:, views].any(axis=1))
         row["switch_frame"] = int(gone[0]) if len(gone) else None

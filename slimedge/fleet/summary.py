@@ -60,7 +60,7 @@ def broker_restarts(f: RunFacts, injections: list[dict[str, Any]],
         if inj.get("kind") != "broker-restart":
             continue
         down_s, back_s = f.since_start(inj["t_ns"]), f.since_start(inj["back_ns"])
-        before = f.answered & (t < down_s)
+        before = f.answered & (t <= down_s - 1.0 / f.fps)  # not the frame in flight
         want = f.live[np.flatnonzero(before)[-1]] if before.any() else np.ones(f.views, bool)
         full = np.flatnonzero(f.answered & (t >= back_s) & (f.live[:, want].all(axis=1)))
         online = sorted({r["device"] for r in fleet_view

@@ -119,6 +119,7 @@ class Prepared:
     broker_down_s: float
     reference: Reference
     artifacts: Reference
+    ladder: Path | None
     run_dir: Path
     public_key: Path
     emulate_latency: bool
@@ -195,7 +196,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
                else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
     return Prepared(dep, dataset, frames, float(args.fps), kills, hangs, restarts,
                     broker_restart,
-                    parse_time(args.broker_down, "--broker-down"), reference, artifacts,
+                    parse_time(args.broker_down, "--broker-down"), reference, artifacts, ladder,
                     run_dir,
                     public_key, bool(args.emulate_latency), args.broker, float(startup),
                     float(args.heartbeat), args.slack_ms)
@@ -295,7 +296,9 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                     "broker": {"kind": kind, "url": url,
                                "pid": None if broker is None else broker.pid},
                     "emulate_latency": p.emulate_latency, "heartbeat_s": p.heartbeat_s,
-                    "evaluator": {"source": p.reference.source, "note": p.reference.note},
+                    "evaluator": {"source": p.reference.source, "note": p.reference.note,
+                                  "ladder": None if p.ladder is None else str(p.ladder)},
+                    "public_key": str(p.public_key),
                     **p.extra}
             write_json(p.run_dir / RUN_FILE, info)
             sup.start(AGGREGATOR, aggregator_argv(p, url, start_ns))
@@ -427,3 +430,25 @@ def run_into(out: Path, deploy: str | os.PathLike, **values: Any) -> dict[str, A
         p = prepare(up_options(deploy, run_dir=tmp, **values))
         execute(p)
     return summarise(out, p.dep, p.reference, artifacts=p.artifacts)
+
+
+def summarise_again(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Summarise a finished run folder anew (its deployment, dataset and ladder as run.json
+    records them), e.g. after the run was interrupted before its summary."""
+    import json
+
+    from slimedge.fleet.summary import summarise
+
+    run_dir = Path(run_dir)
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FleetUpError(f"{run_dir}: not a readable fleet run folder ({exc})") from exc
+    dep = load_deployment(info["deploy"], info["public_key"])
+    dataset = Path(info["dataset"])
+    ladder = info["evaluator"].get("ladder")
+    ladder, note = find_ladder(dep, ladder) if ladder else (None, "no ladder")
+    reference = make_reference(dep, ladder, note, dataset)
+    artifacts = (reference if reference.source == "artifacts" else
+                 artifact_reference(dep, dataset, "the deployment's artifacts"))
+    return summarise(run_dir, dep, reference, artifacts=artifacts)
