@@ -249,7 +249,7 @@ def test_fleet_up_with_one_kill(trio, tiny_ladder, tmp_path):
     run = tmp_path / "run"
     s = fleet_up(up_options(trio / "deploy", dataset=tiny_ladder.root / "dataset",
                             ladder=tiny_ladder.ladder, fps=4.0, heartbeat=0.2,
-                            kill="pi1@0.6s", run_dir=run))
+                            kill="pi1@0.6s", run_dir=run, emulate_latency=True))
     assert json.loads(json.dumps(s)) == s  # what --json prints
     for key in SUMMARY_KEYS:
         assert key in s, key
@@ -283,6 +283,17 @@ def test_fleet_up_with_one_kill(trio, tiny_ladder, tmp_path):
                 os.kill(r["pid"], 0)
     assert ("kill", "pi1") in [(r["event"], r["name"]) for r in rows]
     assert json.loads((run / "summary.json").read_text())["frames"] == n
+    # --emulate-latency: each agent holds a frame's features for its board's predicted time,
+    # so no frame is answered sooner than the slowest of the devices it pooled.
+    import sqlite3
+
+    manifest = json.loads((trio / "deploy" / "manifest.json").read_text())
+    predicted = {v: d["predicted_latency_ms"] for d in manifest["devices"] for v in d["views"]}
+    with sqlite3.connect(run / "results.sqlite") as con:
+        rows = con.execute("SELECT views, latency_ms FROM results").fetchall()
+    assert rows
+    for views, latency in rows:
+        assert latency >= max(predicted[v] for v in json.loads(views))
 
 
 @pytest.mark.slow
