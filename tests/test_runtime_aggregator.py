@@ -226,6 +226,7 @@ def test_status_snapshot(fleet):
     s = agg.status(T0 + S)
     assert s["frames_answered"] == 5 and s["frames_per_s"] == pytest.approx(5.0)  # 5 in 1 s
     assert s["latency_ms"]["p50"] == pytest.approx(0.002)
+    assert 0 < s["compute_ms"]["p50"] <= s["compute_ms"]["p99"]  # measured, not simulated
     assert s["accuracy"] == np.mean([fleet.expected(f, np.ones(12, bool))[0]
                                      == fleet.ev.labels[f] for f in range(5)])
     assert s["live_set"] == list(range(12)) and s["rejected"] == {"malformed": 1}

@@ -214,7 +214,7 @@ def test_results_database_round_trip(tmp_path):
     r = FrameResult(frame=4, capture_ns=10 * S, deadline_ns=11 * S, answered_ns=10 * S + 5_000_000,
                     cls=2, class_name="cup", confidence=0.5, views=(0, 2), live_set=(0, 1, 2),
                     missing=(1,), dead_mask=2, weights_from="table", in_table=True,
-                    predicted_accuracy=0.75, added_ms=0.1, label=2)
+                    predicted_accuracy=0.75, added_ms=0.1, compute_ms=0.05, label=2)
     db.add(r)
     con = sqlite3.connect(tmp_path / "r.sqlite")
     assert con.execute("SELECT COUNT(*) FROM results").fetchone() == (0,)  # not yet flushed

@@ -19,6 +19,7 @@ sends raises out of `handle`.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ class FrameResult:
     weights_from: str  # head | table | renormalize
     in_table: bool
     predicted_accuracy: float | None
-    added_ms: float  # last arrival -> answer (align + pool + classify, or the wait)
+    added_ms: float  # last view's arrival -> answer (> 0 when answered at the deadline)
+    compute_ms: float  # the handle()/tick() call that answered it: decode, align, pool, head
     label: int | None
 
     @property
@@ -126,6 +128,7 @@ class FrameResult:
             "predicted_accuracy": self.predicted_accuracy,
             "weights_from": self.weights_from, "in_table": self.in_table,
             "latency_ms": round(self.latency_ms, 3), "added_ms": round(self.added_ms, 3),
+            "compute_ms": round(self.compute_ms, 4),
             "deadline_missed": self.deadline_missed, "capture_ns": self.capture_ns,
             "deadline_ns": self.deadline_ns, "answered_ns": self.answered_ns,
         }
@@ -166,6 +169,8 @@ class Aggregator:
         self.labelled = 0
         self.latencies_ms: deque[float] = deque(maxlen=window)
         self.added_ms: deque[float] = deque(maxlen=window)
+        self.compute_ms: deque[float] = deque(maxlen=window)
+        self._entered = 0  # perf_counter_ns when the current handle()/tick() began
         self._per_second: deque[list[int]] = deque(maxlen=int(RATE_WINDOW_S) + 1)  # [s, n]
         self.last: FrameResult | None = None
         self._expected = self._expected_views()
@@ -175,6 +180,7 @@ class Aggregator:
     def handle(self, topic: str, payload: bytes | bytearray | memoryview | str,
                now_ns: int) -> list[FrameResult]:
         """One received message; returns the frames it completed (none or one)."""
+        self._entered = time.perf_counter_ns()
         try:
             return self._handle(topic, payload, now_ns)
         except Exception as e:  # noqa: BLE001 - a daemon must survive its own bugs too
@@ -283,6 +289,7 @@ class Aggregator:
     # ------------------------------------------------------------------ time
     def tick(self, now_ns: int) -> list[FrameResult]:
         """Silence timeouts, then every frame due by now (deadline or complete)."""
+        self._entered = time.perf_counter_ns()
         self._record(self.detector.tick(now_ns))
         return [self._answer(p, now_ns) for p in self.aligner.due(now_ns, self._expected)]
 
@@ -337,7 +344,8 @@ class Aggregator:
             confidence=conf, views=used, live_set=tuple(sorted(self._expected)),
             missing=missing, dead_mask=dead, weights_from=rule.source, in_table=rule.in_table,
             predicted_accuracy=rule.predicted_accuracy,
-            added_ms=(now_ns - p.last_arrival_ns) / 1e6, label=label)
+            added_ms=(now_ns - p.last_arrival_ns) / 1e6,
+            compute_ms=(time.perf_counter_ns() - self._entered) / 1e6, label=label)
         self._account(r, now_ns)
         if missing and now_ns >= p.deadline_ns:
             for dev in sorted({self.dep.view_device[v] for v in missing} - {None}):
@@ -353,6 +361,7 @@ class Aggregator:
             self.correct += r.correct
         self.latencies_ms.append(r.latency_ms)
         self.added_ms.append(r.added_ms)
+        self.compute_ms.append(r.compute_ms)
         sec = now_ns // 1_000_000_000
         if self._per_second and self._per_second[-1][0] == sec:
             self._per_second[-1][1] += 1
@@ -377,6 +386,7 @@ class Aggregator:
         """Everything /status, /metrics, the HTML page and metrics.json show."""
         lat = np.array(self.latencies_ms) if self.latencies_ms else None
         added = np.array(self.added_ms) if self.added_ms else None
+        compute = np.array(self.compute_ms) if self.compute_ms else None
         # answers in the last 10 whole seconds and this one, over that time (or since start)
         now_s = now_ns // 1_000_000_000
         recent = sum(n for sec, n in self._per_second if sec >= now_s - RATE_WINDOW_S)
@@ -401,6 +411,7 @@ class Aggregator:
             "frames_per_s": round(recent / span, 3) if span > 0 else 0.0,
             "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99)},
             "added_ms": {"p50": _pct(added, 50), "p99": _pct(added, 99)},
+            "compute_ms": {"p50": _pct(compute, 50, 4), "p99": _pct(compute, 99, 4)},
             "accuracy": (self.correct / self.labelled) if self.labelled else None,
             "labelled": self.labelled, "correct": self.correct,
             "live_set": live,
@@ -414,5 +425,5 @@ class Aggregator:
         }
 
 
-def _pct(x: np.ndarray | None, q: float) -> float | None:
-    return None if x is None else round(float(np.percentile(x, q)), 3)
+def _pct(x: np.ndarray | None, q: float, digits: int = 3) -> float | None:
+    return None if x is None else round(float(np.percentile(x, q)), digits)

@@ -16,7 +16,8 @@ Table `results` (one row per answer, in answer order):
     predicted_accuracy REAL    the plan's accuracy for that live set (NULL if unknown)
     capture_ns, deadline_ns, answered_ns INTEGER   Unix ns
     latency_ms REAL            capture -> answer
-    added_ms REAL              last view's arrival -> answer
+    added_ms REAL              last view's arrival -> answer (> 0: answered at the deadline)
+    compute_ms REAL            the call that answered it: decode, align, pool, classify
     deadline_missed INTEGER    1 if answered after its deadline
     label INTEGER              true class of a replayed frame (NULL without --dataset)
     correct INTEGER            1/0 (NULL without a label)
@@ -49,7 +50,8 @@ COLUMNS = (
     ("in_table", "INTEGER NOT NULL"), ("predicted_accuracy", "REAL"),
     ("capture_ns", "INTEGER NOT NULL"), ("deadline_ns", "INTEGER NOT NULL"),
     ("answered_ns", "INTEGER NOT NULL"), ("latency_ms", "REAL NOT NULL"),
-    ("added_ms", "REAL NOT NULL"), ("deadline_missed", "INTEGER NOT NULL"),
+    ("added_ms", "REAL NOT NULL"), ("compute_ms", "REAL NOT NULL"),
+    ("deadline_missed", "INTEGER NOT NULL"),
     ("label", "INTEGER"), ("correct", "INTEGER"),
 )
 _INSERT = (f"INSERT INTO results ({', '.join(f'[{c}]' for c, _ in COLUMNS)}) "
@@ -87,7 +89,7 @@ class ResultsDB:
             r.frame, r.cls, r.class_name, r.confidence, json.dumps(list(r.views)),
             len(r.views), json.dumps(list(r.live_set)), json.dumps(list(r.missing)),
             r.dead_mask, r.weights_from, int(r.in_table), r.predicted_accuracy,
-            r.capture_ns, r.deadline_ns, r.answered_ns, r.latency_ms, r.added_ms,
+            r.capture_ns, r.deadline_ns, r.answered_ns, r.latency_ms, r.added_ms, r.compute_ms,
             int(r.deadline_missed), r.label, None if r.correct is None else int(r.correct)))
 
     def add_all(self, results: Iterable[Any]) -> None:

@@ -69,6 +69,13 @@ class _Collector:
             if s["latency_ms"][q] is not None:
                 lat.add_metric([q[1:]], s["latency_ms"][q])
         yield lat
+        comp = GaugeMetricFamily(p + "compute_ms", "Time the aggregator spent answering a frame "
+                                 "(decode, align, pool, classify; recent frames)",
+                                 labels=["quantile"])
+        for q in ("p50", "p99"):
+            if s["compute_ms"][q] is not None:
+                comp.add_metric([q[1:]], s["compute_ms"][q])
+        yield comp
         if s["accuracy"] is not None:
             yield GaugeMetricFamily(p + "accuracy", "Accuracy so far on labelled frames",
                                     value=s["accuracy"])
@@ -119,6 +126,9 @@ def render_page(s: dict[str, Any]) -> str:
             f"<tr><th>frames/s</th><td id='fps'>{s['frames_per_s']:.2f}</td></tr>"
             f"<tr><th>latency p50 / p99</th><td id='latency'>"
             f"{fmt(s['latency_ms']['p50'], ' ms')} / {fmt(s['latency_ms']['p99'], ' ms')}"
+            "</td></tr>"
+            f"<tr><th>added by the aggregator p50 / p99</th><td id='compute'>"
+            f"{fmt(s['compute_ms']['p50'], ' ms')} / {fmt(s['compute_ms']['p99'], ' ms')}"
             "</td></tr>"
             f"<tr><th>accuracy so far</th><td id='accuracy'>"
             f"{'–' if acc is None else f'{acc:.1%}'} ({s['labelled']} labelled)</td></tr>"
