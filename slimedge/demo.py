@@ -372,9 +372,9 @@ def _stage_line(tag: str, outcome: StageOutcome) -> str:
 
 def _figures(work: WorkFolder) -> dict[str, Any]:
     """The figures the run ends with, read from the artifacts of the stages that succeeded:
-    test accuracy (float Keras; int8 features through the core pooling, as the fleet computes
-    them, unpruned and at the plan's levels), the plan's latency against the unpruned and
-    uniform baselines, and whether the deployment verified."""
+    test accuracy (float Keras unpruned; the planner's int8 prediction at the plan's levels;
+    the deploy gate's float pipeline and deployed int8 system at those levels), the plan's
+    latency against the unpruned and uniform baselines, and whether the deployment verified."""
     out: dict[str, Any] = {}
     if work.status("model") == OK:
         out["float_test_accuracy"] = work.record("model").get("test_accuracy")
@@ -391,6 +391,8 @@ def _figures(work: WorkFolder) -> dict[str, Any]:
         record = work.record("deploy")
         out["deployment_verified"] = bool(record.get("verified"))
         out["devices"] = record.get("devices")
+        if record.get("gate"):
+            out["gate"] = record["gate"]
     return out
 
 
@@ -403,11 +405,14 @@ def summary_text(summary: dict[str, Any]) -> str:
 
     lines = [f"done in {_duration(summary['seconds'])}"
              + (f"; not met: {', '.join(unmet)}" if unmet else "")]
+    gate = f.get("gate") or {}
     if "float_test_accuracy" in f:
-        text = f"float {acc('float_test_accuracy')} (Keras, unpruned)"
-        if "int8_test_accuracy" in f:
-            text += (f"; int8 {acc('unpruned_int8_test_accuracy')} unpruned, "
-                     f"{acc('int8_test_accuracy')} at the plan's levels")
+        text = f"float {acc('float_test_accuracy')} unpruned (Keras)"
+        if gate:
+            text += (f"; at the plan's levels float {gate['float_accuracy']:.3f}, int8 "
+                     f"{gate['int8_accuracy']:.3f} (deployed system, {gate['frames']} frames)")
+        elif "int8_test_accuracy" in f:
+            text += f"; at the plan's levels int8 {acc('int8_test_accuracy')} (planner)"
         lines.append(f"  test accuracy  {text}")
     if "latency_ms" in f:
         ms = f["latency_ms"]
@@ -419,7 +424,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append(f"  plan           not met: {unmet['plan'].splitlines()[0]}")
     if "deployment_verified" in f:
         verified = "verified" if f["deployment_verified"] else "NOT verified"
-        lines.append(f"  deployment     {verified} ({f.get('devices')} devices, signed)")
+        passed = (f"; deploy gate {'passed' if gate['ok'] else 'FAILED'} "
+                  f"({gate['near_ties']}/{gate['frames']} frames near-ties)" if gate else "")
+        lines.append(f"  deployment     {verified} ({f.get('devices')} devices, signed){passed}")
     elif "deploy" in unmet:
         lines.append(f"  deployment     not made: {unmet['deploy'].splitlines()[0]}")
     lines.append(f"  report         {summary['report']}")
