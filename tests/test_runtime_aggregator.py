@@ -234,3 +234,42 @@ def test_status_snapshot(fleet):
     assert states["cam00"]["state"] == "alive" and states["cam01"]["state"] == "unknown"
     assert states["cam00"]["accepted"] == 5 and states["cam00"]["rejected"] == {"malformed": 1}
     json.dumps(s, allow_nan=False)
+
+
+def test_the_aggregator_runs_with_tensorflow_unimportable(tiny_deployment):
+    """Device-side code: loading the deployment, the head in LiteRT, answering a frame and the
+    `aggregator run` command line all work with TensorFlow and Keras blocked."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = f"""
+import sys
+sys.path.insert(0, {str(root / "tools")!r})
+import device_smoke
+sys.meta_path.insert(0, device_smoke.BlockTensorFlow())
+import numpy as np
+from slimedge.cli import build_parser
+from slimedge.runtime import frames, topics
+from slimedge.runtime.aggregator import Aggregator
+from slimedge.runtime.aggregator_deployment import load_aggregator_deployment
+from slimedge.runtime.head import HeadRunner
+build_parser().parse_args(["aggregator", "run", "--deploy", "d", "--broker", "mqtt://h:1"])
+dep = load_aggregator_deployment({str(tiny_deployment.deploy)!r})
+agg = Aggregator(dep, HeadRunner(dep.head_path, dep.feature_dim, dep.n_classes), now_ns=0)
+out = []
+for v in range(dep.views):
+    d = dep.view_device[v]
+    m = frames.FeatureMessage(v, 0, 0, d, np.zeros(dep.feature_dim, np.int8), 0.1, 0,
+                              deployment_id=dep.deployment_id, level=dep.devices[d].level,
+                              model_hash=dep.devices[d].model_hash)
+    out += agg.handle(topics.features(dep.fleet, d), frames.encode(m), 1000)
+assert len(out) == 1, (out, dict(agg.rejected))
+bad = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+print("answered", out[0].frame, "leaked", bad)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "answered 0 leaked []" in done.stdout

@@ -200,7 +200,8 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
             for r in out:
                 client.publish(results_topic, json.dumps(r.to_message()))
                 db.add(r)
-                seen_frames.add(r.frame)
+                if args.frames is not None and 0 <= r.frame < args.frames:
+                    seen_frames.add(r.frame)  # bounded by --frames
             events.write(agg.drain_events())
             if t >= next_status:
                 db.flush()
@@ -215,9 +216,8 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                        "reason": "signal" if stop.is_set() else "replay finished"}])
         final = snapshot(t)
         if args.frames is not None:
-            got = sum(1 for f in seen_frames if 0 <= f < args.frames)
             final["frames_expected"] = args.frames
-            final["frames_lost"] = args.frames - got
+            final["frames_lost"] = args.frames - len(seen_frames)
         final["events"] = dict(events.counts)
         final["run_dir"] = str(run_dir)
         db.close()
