@@ -221,7 +221,9 @@ def describe(s: dict[str, Any]) -> list[str]:
             continue
         w = d["window"]
         lines.append(
-            f"- {how} of {d['device']} (view(s) {views}) at {d['killed_s']:.2f} s: dead at "
+            f"- {how} of {d['device']} (view(s) {views}) at {d['killed_s']:.2f} s: "
+            + ("" if d["suspected_s"] is None else f"suspected at {d['suspected_s']:.2f} s, ")
+            + f"dead at "
             f"{d['detected_s']:.2f} s ({d['heartbeat_periods']:.2f} heartbeat periods of "
             f"{s['heartbeat_s']:g} s; {d['detected_by']}); {w['frames']} frame(s) captured "
             f"from the kill to the detection ({w['answered_without_device']} pooled without "

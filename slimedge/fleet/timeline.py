@@ -104,7 +104,7 @@ def plot_timeline(data: TimelineData, out: Path, window: int = 20) -> Path:
         if m.kind in LABELLED:  # the cause is named; its effects share its colour key
             ax_acc.annotate(m.label, (m.t_s, 0.02), fontsize=7, color=color, rotation=90,
                             ha="right", va="bottom")
-    ax_acc.legend(loc="lower right", fontsize=8, ncol=2)
+    ax_acc.legend(loc="best", fontsize=8, ncol=2)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
