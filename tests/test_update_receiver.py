@@ -185,3 +185,37 @@ def test_a_model_the_device_cannot_serve_is_refused_and_the_old_one_kept(world, 
     assert (ack.status, ack.reason) == (wire.REFUSED, upd.DEVICE_ERROR)
     assert "32x32" in ack.message and ack.running_sequence == 0
     assert UpdateSlots(slots.root, slots.trust).recover().sequence == 0
+
+
+def test_an_update_for_frame_f_is_prepared_then_served_from_frame_f(world, tmp_path,  # noqa: F811
+                                                                    mqtt_broker):
+    import functools
+
+    from slimedge.runtime import topics
+    from slimedge.runtime.device_setup import load_device
+    from slimedge.runtime.mqtt import MqttClient
+    from slimedge.runtime.update_receiver import UpdateLink, open_updates, prepare_model
+
+    dev = load_device(world["old"], PI_DEVICE, world["public"])
+    rx, _, _ = open_updates(tmp_path / "s", world["old"], PI_DEVICE, "rpi4b", world["public"])
+    rx.slots.clock = lambda: NOW
+    client = MqttClient(mqtt_broker.url, name="dev").start()
+    link = UpdateLink(client, "t", rx, functools.partial(prepare_model, dev)).start()
+    host = MqttClient(mqtt_broker.url, name="host").start()
+    up = update_for(world, PI_DEVICE, 5, commit_at_frame=400)
+    assert upd.UpdateManifest.from_bytes(up.manifest_bytes).commit_at_frame == 400
+    for c in up.chunks(4096):
+        host.publish(topics.update("t", PI_DEVICE), wire.encode_chunk(c), qos=1)
+    host.publish(topics.update("t", PI_DEVICE), wire.encode_offer(up.offer(4096)), qos=1)
+    deadline = time.monotonic() + 60
+    frame, swapped_at = 0, None
+    while swapped_at is None and frame < 1000:
+        if link.swap_if_ready(frame) is not None:
+            swapped_at = frame
+        while frame == 300 and link.prepared is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the frame loop goes on; here it waits for the download
+        frame += 1
+    link.stop()
+    client.stop()
+    host.stop()
+    assert swapped_at == 400 and dev.model_hash == up.manifest.model_sha256

@@ -104,6 +104,9 @@ def add_push_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emulate-link", action="store_true",
                    help="send each device's update no faster than its board's link carries "
                    "it (link.bandwidth in firmware_configs/devices: BLE for the nRF52840)")
+    p.add_argument("--at-frame", type=int, default=None, metavar="F",
+                   help="devices serve the update from frame id F on, all at once (they "
+                   "download, verify and prepare it before); default: as soon as ready")
     p.add_argument("--all", dest="push_all", action="store_true",
                    help="push to every listed device, even one that runs this model already")
 
@@ -116,7 +119,7 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.deploy), args.broker, devices=_device_list(args.devices), key=args.key,
         fleet=args.fleet, timeout=args.timeout, listen=args.listen,
         chunk_bytes=args.chunk_bytes, expires=args.expires, rollback=args.rollback,
-        push_all=args.push_all, emulate_link=args.emulate_link)
+        push_all=args.push_all, emulate_link=args.emulate_link, at_frame=args.at_frame)
     if not args.json:
         print(format_table(summary))
     failed = [d for d, o in summary["devices"].items() if o["status"] not in (APPLIED, UNCHANGED)]
@@ -139,7 +142,8 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
              key: str | Path | None = None, fleet: str | None = None, timeout: float = 120.0,
              listen: float = 3.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
              expires: float = 7 * 24 * 3600, rollback: bool = False,
-             push_all: bool = False, emulate_link: bool = False) -> dict[str, Any]:
+             push_all: bool = False, emulate_link: bool = False,
+             at_frame: int | None = None) -> dict[str, Any]:
     from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
     from slimedge.export.signing import PRIVATE_KEY_NAME
     from slimedge.runtime.mqtt import MqttClient
@@ -175,7 +179,8 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
         seen = max([s.sequence for s in states.values()] + [0])
         sequence = SequenceCounter(key_path.parent / SEQUENCE_FILE).next(at_least=seen)
         updates = build_updates(deploy, key_path, sequence=sequence, devices=changed,
-                                expires_in_s=expires, rollback=rollback)
+                                expires_in_s=expires, rollback=rollback,
+                                commit_at_frame=at_frame)
         bandwidth = _link_bandwidths(manifest, changed) if emulate_link else {}
         client = MqttClient(broker, name="slimedge-push", inbound_max=100_000,
                             subscriptions=[(topics.ack_all(fleet), 1)]).start()
@@ -186,6 +191,7 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
     return {
         "deployment_id": manifest.deployment_id, "fleet": fleet, "sequence": sequence,
         "broker": broker, "chunk_bytes": chunk_bytes, "emulate_link": emulate_link,
+        "at_frame": at_frame,
         "devices": {n: outcomes[n].to_dict() for n in names},
     }
 

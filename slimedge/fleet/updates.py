@@ -124,8 +124,8 @@ def _tensor_specs(model: Path, device: str) -> tuple[TensorSpec, TensorSpec]:
 
 def build_update(deploy_dir: str | os.PathLike[str], device: str, private_key: Any, *,
                  sequence: int, manifest: Any = None, now: float | None = None,
-                 expires_in_s: float = DEFAULT_EXPIRY_S, rollback: bool = False
-                 ) -> DeviceUpdate:
+                 expires_in_s: float = DEFAULT_EXPIRY_S, rollback: bool = False,
+                 commit_at_frame: int | None = None) -> DeviceUpdate:
     """Device `device`'s update from a deployment folder, signed with `private_key` (an
     Ed25519 private key object). `manifest`: the deployment's parsed manifest when the
     caller verified it already (`build_updates` does); read and verified here otherwise."""
@@ -156,7 +156,7 @@ def build_update(deploy_dir: str | os.PathLike[str], device: str, private_key: A
     m = UpdateManifest(
         device=entry.device, board=entry.board, runtime=entry.runtime,
         deployment_id=manifest.deployment_id, deployment_created=manifest.created,
-        sequence=int(sequence), rollback=bool(rollback),
+        sequence=int(sequence), rollback=bool(rollback), commit_at_frame=commit_at_frame,
         created=utc(now), expires=utc(now + expires_in_s),
         signing_key=signing.fingerprint(private_key.public_key()),
         level=float(entry.level), level_index=int(entry.level_index),
@@ -192,7 +192,8 @@ def verify_for_push(deploy_dir: Path, private_key: Any) -> Any:
 def build_updates(deploy_dir: str | os.PathLike[str], private_key_path: str | os.PathLike[str],
                   *, sequence: int, devices: list[str] | None = None,
                   now: float | None = None, expires_in_s: float = DEFAULT_EXPIRY_S,
-                  rollback: bool = False) -> list[DeviceUpdate]:
+                  rollback: bool = False,
+                  commit_at_frame: int | None = None) -> list[DeviceUpdate]:
     """One update per device of the deployment (or of `devices`), all with `sequence`."""
     from slimedge.export import ExportError, signing
 
@@ -209,7 +210,8 @@ def build_updates(deploy_dir: str | os.PathLike[str], private_key_path: str | os
                                f"{manifest.deployment_id} (devices: "
                                f"{', '.join(d.device for d in manifest.devices)})")
     return [build_update(root, n, key, sequence=sequence, manifest=manifest, now=now,
-                         expires_in_s=expires_in_s, rollback=rollback) for n in names]
+                         expires_in_s=expires_in_s, rollback=rollback,
+                         commit_at_frame=commit_at_frame) for n in names]
 
 
 def resign(update: DeviceUpdate, private_key: Any, **changes: Any) -> DeviceUpdate:

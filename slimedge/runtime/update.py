@@ -8,7 +8,7 @@ bundle files too, concatenated) plus `update.json`, signed over its exact bytes 
     {"format": "slimedge-update", "format_version": 1,
      "device": "cam00", "board": "esp32s3", "runtime": "tflite-micro",
      "deployment_id": "mixed12-...", "deployment_created": "2025-01-01T00:00:00Z",
-     "sequence": 7, "rollback": false,
+     "sequence": 7, "rollback": false, "commit_at_frame": null,
      "created": "2025-01-02T00:00:00Z", "expires": "2025-01-09T00:00:00Z",
      "signing_key": "ed25519:0123456789abcdef",
      "level": 0.5, "level_index": 1, "views": [0], "model_format": "int8",
@@ -141,6 +141,9 @@ class UpdateManifest:
     arena_budget_bytes: int | None = None
     tflm_arena_bytes: int | None = None
     rollback: bool = False
+    # Serve it from this frame id on (a fleet-wide switch: every device prepares the update,
+    # then all swap at frame F); None: at the first frame after it is ready.
+    commit_at_frame: int | None = None
 
     @property
     def model(self) -> PayloadFile:
@@ -162,6 +165,7 @@ class UpdateManifest:
             "device": self.device, "board": self.board, "runtime": self.runtime,
             "deployment_id": self.deployment_id, "deployment_created": self.deployment_created,
             "sequence": self.sequence, "rollback": self.rollback,
+            "commit_at_frame": self.commit_at_frame,
             "created": self.created, "expires": self.expires, "signing_key": self.signing_key,
             "level": self.level, "level_index": self.level_index, "views": list(self.views),
             "model_format": self.model_format, "sha256": self.sha256, "bytes": self.bytes,
@@ -275,7 +279,8 @@ class _Reader:
     def manifest(self, raw: Any) -> UpdateManifest:
         body = self.obj(raw, "update", (
             "format", "format_version", "device", "board", "runtime", "deployment_id",
-            "deployment_created", "sequence", "rollback", "created", "expires", "signing_key",
+            "deployment_created", "sequence", "rollback", "commit_at_frame", "created",
+            "expires", "signing_key",
             "level", "level_index", "views", "model_format", "sha256", "bytes", "files",
             "arena_budget_bytes", "tflm_arena_bytes", "input", "output"))
         if body["format"] != FORMAT:
@@ -300,6 +305,8 @@ class _Reader:
             deployment_created=self.text(body["deployment_created"], "deployment_created", _UTC),
             sequence=self.integer(body["sequence"], "sequence", 1),
             rollback=body["rollback"],
+            commit_at_frame=self.integer(body["commit_at_frame"], "commit_at_frame",
+                                         nullable=True),
             created=self.text(body["created"], "created", _UTC),
             expires=self.text(body["expires"], "expires", _UTC),
             signing_key=self.text(body["signing_key"], "signing_key"),

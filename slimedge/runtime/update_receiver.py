@@ -235,21 +235,32 @@ class UpdateLink:
             return
         self._prepared = (sequence, install)
 
-    def swap_if_ready(self) -> tuple[Path, SlotInfo] | None:
-        """Between two frames: if a verified (and, with `prepare`, prepared) update waits,
-        install it, swap, acknowledge; (model path, slot info) now served, else None."""
+    def swap_if_ready(self, frame: int | None = None) -> tuple[Path, SlotInfo] | None:
+        """Between two frames (`frame`: the id of the next one): if a verified (and, with
+        `prepare`, prepared) update waits and its `commit_at_frame` is reached, install it,
+        swap, acknowledge; (model path, slot info) now served, else None."""
+        staged = self.receiver.slots.staged
+        if staged is None or self.receiver.ready_sequence != staged.manifest.sequence:
+            return None
+        at = staged.manifest.commit_at_frame
+        if at is not None and frame is not None and frame < at:
+            return None  # prepared; the fleet switches at frame `at`
         if self.prepare is None:
-            if not self.receiver.ready():
-                return None
             ack, path = self.receiver.commit()
         else:
             prepared = self._prepared
-            if prepared is None or prepared[0] != self.receiver.ready_sequence:
+            if prepared is None or prepared[0] != staged.manifest.sequence:
                 return None  # not prepared yet, or a newer update replaced it meanwhile
             self._prepared = None
             ack, path = self.receiver.commit(lambda _path, _info: prepared[1]())
         self._publish(ack)
         return None if path is None else (path, self.receiver.slots.current()[1])
+
+    @property
+    def prepared(self) -> int | None:
+        """The sequence of the update prepared and waiting for its frame, or None."""
+        p = self._prepared
+        return None if p is None else p[0]
 
     @property
     def sequence(self) -> int:
