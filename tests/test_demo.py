@@ -149,3 +149,37 @@ def test_plan_input_follows_the_fleet_and_board_files(tmp_path, monkeypatch):
     assert after["devices/rpi4b.yaml"] != before["devices/rpi4b.yaml"]
     assert {k: v for k, v in after.items() if k != "devices/rpi4b.yaml"} == {
         k: v for k, v in before.items() if k != "devices/rpi4b.yaml"}
+
+
+def test_a_defect_stops_the_run_naming_stage_cause_and_log(tmp_path, capsys, monkeypatch):
+    """A stage that fails for a defect (not a goal the data cannot meet): exit non-zero, the
+    stage and the cause named, with the log that holds what libraries printed meanwhile; the
+    stages after it do not run."""
+    import os
+
+    from slimedge import demo
+    from slimedge.errors import DatasetError
+    from slimedge.pipeline import Stage
+
+    ran = []
+
+    def broken(out):
+        os.write(2, b"E0000 a native library complains\n")
+        raise DatasetError("images.npy: truncated")
+
+    def after(out):
+        ran.append("after")
+        return {}
+
+    monkeypatch.setattr(demo, "_stages", lambda work, s, args, progress: [
+        ("broken", lambda: Stage("broken", "broken", {}, broken)),
+        ("after", lambda: Stage("after", "after", {}, after))])
+    work = tmp_path / "work"
+    assert main(["demo", "--quick", "--work", str(work)]) == 2
+    err = capsys.readouterr().err
+    log = work / "logs" / "broken.log"
+    assert (f"slimedge demo: error: stage 'broken' failed: images.npy: truncated (library "
+            f"messages: {log})") in err
+    assert "[1/2] broken" in err and "failed" in err and "native library" not in err
+    assert "E0000 a native library complains" in log.read_text()
+    assert ran == []
