@@ -113,6 +113,7 @@ def bench(args: argparse.Namespace) -> dict:
     procs = []
     times: dict[str, dict[str, list[float]]] = {d: {} for d in devices}
     failures: list[str] = []
+    payload: dict[str, int] = {}
     try:
         for d in m_new.devices:
             state = work / "state" / d.device
@@ -134,6 +135,8 @@ def bench(args: argparse.Namespace) -> dict:
                             failures.append(f"{mode} round {r} {deploy.name} {dev}: "
                                             f"{o['status']} {o['reason']} {o['message']}")
                             continue
+                        if deploy == new:
+                            payload[dev] = o["bytes"]
                         times[dev].setdefault(f"{mode}_host", []).append(o["seconds"])
                         times[dev].setdefault(f"{mode}_device", []).append(o["device_seconds"])
     finally:
@@ -152,7 +155,7 @@ def bench(args: argparse.Namespace) -> dict:
         rows.append({
             "device": d.device, "board": d.board, "runtime": d.runtime,
             "link": f"{board.link.medium} {board.link.bandwidth_bps / 1e3:g} kbit/s",
-            "bytes": d.bytes, "model_sha256": d.sha256[:12],
+            "bytes": payload.get(d.device), "model_sha256": d.sha256[:12],
             "host_s": full, "device_s": _median(t.get("full_device", [])),
             "link_host_s": link, "link_device_s": _median(t.get("link_device", [])),
             "ratio": round(link / full, 2) if full and link else None,
@@ -316,11 +319,12 @@ def _table(result: dict) -> str:
         def f(x):  # noqa: ANN001, ANN202
             return f"{x:7.3f}" if x is not None else "      -"
         lines.append(f"{r['device']:7} {r['board']:15} {r['runtime']:16} {r['link']:22} "
-                     f"{r['bytes']:7d} {f(r['host_s'])} {f(r['device_s'])} "
+                     f"{r['bytes'] or 0:7d} {f(r['host_s'])} {f(r['device_s'])} "
                      f"{f(r['link_host_s'])} {f(r['link_device_s'])} "
                      f"{(r['ratio'] or 0):6.2f}")
-    lines.append("host s: push start -> applied ack; dev s: first update message -> swap, on "
-                 "the device; link: --emulate-link (each board's link bandwidth)")
+    lines.append("bytes: payload of the NEW update (model; for MCU boards with the firmware "
+                 "bundle); host s: push start -> applied ack; dev s: first update message -> "
+                 "swap, on the device; link: --emulate-link (each board's link bandwidth)")
     for fail in result["failures"]:
         lines.append(f"NOT APPLIED: {fail}")
     lines.append(f"cpu: {result['cpu']}")

@@ -70,12 +70,13 @@ class Outcome:
     seconds: float | None = None
     device_seconds: float | None = None
     resent_chunks: int = 0
+    bytes: int | None = None  # the payload sent (model, and an MCU's firmware bundle)
     started: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "reason": self.reason, "message": self.message,
                 "seconds": self.seconds, "device_seconds": self.device_seconds,
-                "resent_chunks": self.resent_chunks}
+                "resent_chunks": self.resent_chunks, "bytes": self.bytes}
 
 
 def add_push_options(p: argparse.ArgumentParser) -> None:
@@ -315,7 +316,7 @@ def _chunk_messages(up: DeviceUpdate, chunk_bytes: int,
 
 def _deliver(client: Any, fleet: str, updates: list[DeviceUpdate], chunk_bytes: int,
              timeout: float, bandwidth_bps: dict[str, float | None]) -> dict[str, Outcome]:
-    outcomes = {u.device: Outcome() for u in updates}
+    outcomes = {u.device: Outcome(bytes=u.manifest.bytes) for u in updates}
     by_device = {u.device: u for u in updates}
     links = _Links(client, bandwidth_bps)
     for up in updates:  # chunks first, then the retained offer that tells what they are
