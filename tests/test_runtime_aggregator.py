@@ -139,6 +139,19 @@ def test_a_dead_device_is_not_waited_for_and_the_weights_switch(fleet):
     assert len(send(agg, fleet, 3, [3], T0 + 3 * S, T0 + 3 * S + 1)) == 1
 
 
+def test_our_own_link_down_suspends_silence_timeouts(fleet):
+    agg = make(fleet)
+    beat(agg, fleet, 0, T0)
+    agg.link(False, T0 + S)
+    agg.link(False, T0 + S)  # no change, no second event
+    assert agg.tick(T0 + 60 * S) == [] and agg.detector.expected() == set(fleet.dep.devices)
+    agg.link(True, T0 + 60 * S)
+    links = [e["up"] for e in agg.drain_events() if e["event"] == "link"]
+    assert links == [False, True]
+    agg.tick(T0 + 63 * S)
+    assert agg.detector.expected() == set()  # silent 3 s after the reconnect: dead
+
+
 def test_a_live_set_outside_the_table_is_renormalized_and_reported(fleet):
     agg = make(fleet)
     live = [v for v in range(12) if v not in (0, 5, 9)]  # 3 dead views, the table has k = 2

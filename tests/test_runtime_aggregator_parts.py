@@ -62,6 +62,16 @@ def test_stale_or_reordered_heartbeats_change_nothing():
     assert back[0].state == ALIVE and "restarted" in back[0].reason
 
 
+def test_silence_while_our_own_link_is_down_blames_nobody():
+    d = FailureDetector(["cam00"], now_ns=0)
+    d.heartbeat(hb(seq=0), 0)
+    d.listening(False, S)
+    assert d.tick(100 * S) == [] and d.state("cam00") == ALIVE
+    d.listening(True, 100 * S)  # silence counts again from the reconnect
+    assert d.tick(int(101.4 * S)) == []
+    assert d.tick(int(102.6 * S))[-1].state == DEAD
+
+
 def test_status_texts():
     d = FailureDetector(["a", "b", "c"], now_ns=0)
     assert d.status("a", "online", 0) == [] and d.state("a") == UNKNOWN

@@ -293,6 +293,14 @@ class Aggregator:
         self._record(self.detector.tick(now_ns))
         return [self._answer(p, now_ns) for p in self.aligner.due(now_ns, self._expected)]
 
+    def link(self, up: bool, now_ns: int) -> None:
+        """Our own broker link went down or came back (the detector stops blaming devices
+        for silence meanwhile); logged as a "link" event."""
+        if up == (self.detector.deaf_since is None):
+            return
+        self.detector.listening(up, now_ns)
+        self._event(now_ns, "link", up=up)
+
     def _record(self, changes: list[StateChange]) -> bool:
         """Log state changes and renew the set of views frames wait for."""
         for c in changes:
@@ -347,7 +355,7 @@ class Aggregator:
             added_ms=(now_ns - p.last_arrival_ns) / 1e6,
             compute_ms=(time.perf_counter_ns() - self._entered) / 1e6, label=label)
         self._account(r, now_ns)
-        if missing and now_ns >= p.deadline_ns:
+        if missing and now_ns >= p.deadline_ns and self.detector.deaf_since is None:
             for dev in sorted({self.dep.view_device[v] for v in missing} - {None}):
                 self._record(self.detector.missed_deadline(dev, p.frame, now_ns))
         return r

@@ -8,7 +8,8 @@ slimedge/<fleet>/results and queues it for the results database. The run folder:
     results.sqlite   one row per answered frame (`results_db` documents the columns)
     events.jsonl     one JSON object per line: {"t_ns", "t" (Unix s), "event", ...}:
                      started, state ({"device", "state": alive|suspected|dead, "previous",
-                     "reason"}), contingency_switch, replan_needed, stopped
+                     "reason"}), contingency_switch, replan_needed, link ({"up": bool}: our
+                     own broker connection), stopped
     metrics.json     the final status snapshot (the keys of /status, plus "mqtt",
                      "inbound_dropped", "frames_expected", "frames_lost", "events")
 
@@ -151,6 +152,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
     now = time.time_ns()
     agg = Aggregator(dep, head, now_ns=now, slack_ms=args.slack_ms,
                      detector=DetectorConfig(period_s=args.heartbeat), labels=labels)
+    agg.link(False, now)  # deaf until connected: no device is blamed for our slow start
     end_ns = _end_ns(args, agg.window_ns)
     db = ResultsDB(run_dir / RESULTS_DB, {"deployment_id": dep.deployment_id,
                                           "fleet": dep.fleet, "views": dep.views,
@@ -192,7 +194,8 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                 raise client.refused
             t = time.time_ns()
             out = []
-            if t >= next_tick:  # deadlines and silence, at most TICK_S late
+            if t >= next_tick:  # deadlines and silence, at most TICK_NS late
+                agg.link(client.connected, t)
                 out = agg.tick(t)
                 next_tick = t + TICK_NS
             if m is not None:

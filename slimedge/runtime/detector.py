@@ -18,7 +18,9 @@ dead 2.5 periods later plus one tick, within the 3 periods promised; on loopback
 delivers the Will of a killed process at once, earlier still.
 
 A device never heard from is *unknown*: it is waited for like a live one, and silence since the
-detector started moves it to suspected and dead like any other.
+detector started moves it to suspected and dead like any other. While the aggregator's own
+link to the broker is down it hears nobody: silence then says nothing about the devices, so no
+silence timeout runs, and silence counts again from the reconnect (`listening`).
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class FailureDetector:
             d: DeviceHealth(d, since_ns=now_ns, last_heard_ns=now_ns) for d in devices}
         if not self.devices:
             raise SlimEdgeError("detector: no devices to watch")
+        self.deaf_since: int | None = None  # set while our own link to the broker is down
 
     def _set(self, h: DeviceHealth, state: str, reason: str, now_ns: int) -> list[StateChange]:
         if h.state == state:
@@ -244,9 +247,20 @@ class FailureDetector:
             return self._set(h, SUSPECTED, f"missed the deadline of frame {frame}", now_ns)
         return []
 
+    def listening(self, up: bool, now_ns: int) -> None:
+        """The aggregator's own link to the broker went down (False) or came back (True).
+        Silence while we cannot hear is not the devices' fault: no silence timeout runs while
+        the link is down, and every device's silence counts again from the reconnect."""
+        if up and self.deaf_since is not None:
+            for h in self.devices.values():
+                h.last_heard_ns = max(h.last_heard_ns, now_ns)
+        self.deaf_since = None if up else (self.deaf_since or now_ns)
+
     def tick(self, now_ns: int) -> list[StateChange]:
-        """Silence timeouts."""
+        """Silence timeouts (none while the link is down: `listening`)."""
         changes: list[StateChange] = []
+        if self.deaf_since is not None:
+            return changes
         for h in self.devices.values():
             if h.state == DEAD:
                 continue
