@@ -189,6 +189,8 @@ def test_prepare_refuses_bad_runs_before_anything_starts(trio, tiny_ladder, tmp_
         ({"restart_broker": "1s", "broker": "mqtt://127.0.0.1:1"},
          "--restart-broker: only a broker started by fleet up"),
         ({"public_key": tmp_path / "none.pem"}, "none.pem: no public key"),
+        ({"broker": "http://127.0.0.1:1883"}, "--broker: broker URL 'http://127.0.0.1:1883'"),
+        ({"heartbeat": -1}, "--heartbeat: must be > 0"),
         ({"dataset": tmp_path}, "not a slimedge dataset"),
     ]
     for over, message in cases:

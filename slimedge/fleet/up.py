@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 DEFAULT_FPS = 10.0
 DEFAULT_HEARTBEAT_S = 1.0
 AGGREGATOR = "aggregator"
+# Beside the deployment (not the demo's own `fleet/` stage folder, which is replaced whole).
+RUNS_DIR = "fleet-runs"
 # Seconds from launching the processes to the first frame: a base plus a share per process
 # (each imports NumPy, LiteRT and paho and verifies the deployment; on a busy 2-core machine
 # a dozen of them take several seconds). `--startup-s` overrides it.
@@ -96,7 +98,7 @@ def add_up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emulate-latency", action="store_true",
                    help="agents hold each result for their board's predicted time")
     p.add_argument("--run-dir", default=None,
-                   help="run folder to write (default: <deploy>/../fleet/<time>)")
+                   help=f"run folder to write (default: <deploy>/../{RUNS_DIR}/<time>)")
     p.add_argument("--public-key", default=None,
                    help="the key the agents verify the deployment with (default: "
                         "<deploy>/../keys/public_key.pem)")
@@ -127,7 +129,6 @@ class Prepared:
     startup_s: float
     heartbeat_s: float
     slack_ms: float | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -172,6 +173,13 @@ def prepare(args: argparse.Namespace) -> Prepared:
                 raise FleetUpError(f"{option}: {inj.device}@{inj.at_s:g}s is after the last "
                                    f"frame ({frames} frames at {args.fps:g} fps last "
                                    f"{duration:g} s)")
+    if args.broker is not None:
+        from slimedge.runtime.mqtt import MqttError, parse_broker_url
+
+        try:
+            parse_broker_url(args.broker)
+        except MqttError as exc:
+            raise FleetUpError(f"--broker: {exc}") from exc
     broker_restart = None
     if args.restart_broker is not None:
         if args.broker is not None:
@@ -188,7 +196,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
     artifacts = (reference if reference.source == "artifacts" else
                  artifact_reference(dep, dataset, "the deployment's artifacts"))
     run_dir = (Path(args.run_dir) if args.run_dir is not None
-               else dep.root.parent / "fleet" / time.strftime("%Y%m%d-%H%M%S"))
+               else dep.root.parent / RUNS_DIR / time.strftime("%Y%m%d-%H%M%S"))
     if run_dir.exists() and any(run_dir.iterdir()):
         raise FleetUpError(f"{run_dir}: run folder exists and is not empty (give a new "
                            "--run-dir)")
@@ -269,6 +277,7 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
     Every process is stopped, by its pid, when this returns or raises."""
     from slimedge.fleet.broker import start_broker
     from slimedge.fleet.monitor import FleetMonitor
+    from slimedge.runtime.mqtt import parse_broker_url
 
     say = say or (lambda msg: None)
     p.run_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +291,7 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                 say(f"broker: {kind} (pid {broker.pid}) at {url}")
             else:
                 url, kind = p.broker_url, "external"
-                say(f"broker: given, {url}")
+                say(f"broker: given, {parse_broker_url(url)}")
             monitor = FleetMonitor(url, p.dep.fleet, p.run_dir).start()
             start_ns = time.time_ns() + int(p.startup_s * 1e9)
             info = {"deployment_id": p.dep.manifest.deployment_id, "deploy": str(p.dep.root),
@@ -293,13 +302,12 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                     "hangs": [i.__dict__ for i in p.hangs],
                     "restarts": [i.__dict__ for i in p.restarts],
                     "broker_restart_s": p.broker_restart_s, "broker_down_s": p.broker_down_s,
-                    "broker": {"kind": kind, "url": url,
+                    "broker": {"kind": kind, "url": str(parse_broker_url(url)),
                                "pid": None if broker is None else broker.pid},
                     "emulate_latency": p.emulate_latency, "heartbeat_s": p.heartbeat_s,
                     "evaluator": {"source": p.reference.source, "note": p.reference.note,
                                   "ladder": None if p.ladder is None else str(p.ladder)},
-                    "public_key": str(p.public_key),
-                    **p.extra}
+                    "public_key": str(p.public_key)}
             write_json(p.run_dir / RUN_FILE, info)
             sup.start(AGGREGATOR, aggregator_argv(p, url, start_ns))
             for device in devices:
