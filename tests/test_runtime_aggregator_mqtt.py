@@ -179,3 +179,27 @@ def test_sigterm_stops_it_cleanly(tiny_deployment, mqtt_broker, tmp_path):
     assert json.loads(events[-1]) | {"t_ns": 0, "t": 0} == \
         {"t_ns": 0, "t": 0, "event": "stopped", "reason": "signal"}
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["frames_answered"] == 0
+
+
+def test_bad_options_are_named_errors(tiny_deployment, tmp_path, capsys):
+    import socket
+
+    from slimedge.cli import main
+
+    base = ["aggregator", "run", "--deploy", str(tiny_deployment.deploy), "--broker",
+            "mqtt://127.0.0.1:1", "--run-dir", str(tmp_path / "run")]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for extra, match in (
+            (["--http", "localhost"], "--http 'localhost': expected HOST:PORT"),
+            (["--frames", "10"], "--frames needs --fps and --start-at"),
+            (["--http", f"127.0.0.1:{port}"], f"--http 127.0.0.1:{port}: cannot listen"),
+        ):
+            assert main(base + extra) == 2
+            assert match in capsys.readouterr().err
+    assert main(["aggregator", "run", "--deploy", str(tmp_path / "none"), "--broker",
+                 "mqtt://127.0.0.1:1"]) == 2
+    assert "deployment does not verify" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "results.sqlite").exists()

@@ -88,14 +88,17 @@ def _labels(dataset: str | None) -> Any:
     return ds.labels[ds.indices("test")]
 
 
+def _check_schedule(args: argparse.Namespace) -> None:
+    if args.frames is not None and (args.start_at is None or args.fps is None):
+        raise AggregatorRunError("--frames needs --fps and --start-at (the replay's "
+                                 "schedule) to know when the last frame is due")
+    if args.frames is not None and (args.frames < 1 or not args.fps > 0):
+        raise AggregatorRunError(f"--frames {args.frames} --fps {args.fps}: need >= 1 and > 0")
+
+
 def _end_ns(args: argparse.Namespace, window_ns: int) -> int | None:
     if args.frames is None or args.start_at is None or args.fps is None:
-        if args.frames is not None and (args.start_at is None or args.fps is None):
-            raise AggregatorRunError("--frames needs --fps and --start-at (the replay's "
-                                     "schedule) to know when the last frame is due")
         return None
-    if args.frames < 1 or not args.fps > 0:
-        raise AggregatorRunError(f"--frames {args.frames} --fps {args.fps}: need >= 1 and > 0")
     last_capture = args.start_at + int((args.frames - 1) / args.fps * 1e9)
     return last_capture + window_ns + int(END_GRACE_S * 1e9)
 
@@ -144,6 +147,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
     from slimedge.runtime.status_http import StatusBoard, StatusServer
 
     http = _http_address(args.http) if args.http else None
+    _check_schedule(args)
     dep = load_aggregator_deployment(args.deploy, args.public_key)
     head = HeadRunner(dep.head_path, dep.feature_dim, dep.n_classes)
     labels = _labels(args.dataset)
@@ -154,6 +158,12 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                      detector=DetectorConfig(period_s=args.heartbeat), labels=labels)
     agg.link(False, now)  # deaf until connected: no device is blamed for our slow start
     end_ns = _end_ns(args, agg.window_ns)
+    board = StatusBoard()
+    try:
+        server = StatusServer(board, *http) if http else None
+    except OSError as e:
+        raise AggregatorRunError(f"--http {args.http}: cannot listen there ({e.strerror})") \
+            from None
     db = ResultsDB(run_dir / RESULTS_DB, {"deployment_id": dep.deployment_id,
                                           "fleet": dep.fleet, "views": dep.views,
                                           "started_ns": now})
@@ -162,8 +172,6 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                    "fleet": dep.fleet, "window_ms": agg.window_ns / 1e6,
                    "slack_ms": args.slack_ms, "heartbeat_s": args.heartbeat,
                    "devices": sorted(dep.devices)}])
-    board = StatusBoard()
-    server = StatusServer(board, *http) if http else None
     if server is not None:
         print(f"[aggregator] status page {server.url}/", file=sys.stderr, flush=True)
     client = MqttClient(args.broker, name="aggregator",
