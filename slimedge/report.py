@@ -60,6 +60,16 @@ def _model_section(work: WorkFolder) -> list[str]:
     lines.append(f"- val accuracy {record['val_accuracy']:.3f}")
     if record.get("test"):
         lines.append(f"- test accuracy {record['test']['accuracy']:.3f} (float Keras branch)")
+    host = record.get("host")
+    if host:
+        from slimedge.ladder.build import model_hash
+
+        threads = host["threads"]
+        lines.append(
+            f"- model hash `{model_hash(record)[:12]}` (seed {record['seed']}), trained on "
+            f"{host['cpu']} with {threads['intra_op']} threads, TensorFlow "
+            f"{record['versions'].get('tensorflow', '?')}, op determinism on: the same seed "
+            "on the same CPU gives the same hash, another CPU another one")
     return lines + [""]
 
 

@@ -34,6 +34,7 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
                     "## The deployment as a local fleet"):
         assert heading in report
     assert "head failout stage" in report
+    assert f"model hash `{stages['model']['model_hash'][:12]}` (seed 0), trained on" in report
     # The model stage records the hash of the model it wrote (the ladder's input).
     record = json.loads((work / "model" / "train.json").read_text())
     assert stages["model"]["model_hash"] == model_hash(record) == stages["ladder"]["model_hash"]
