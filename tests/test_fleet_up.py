@@ -365,3 +365,16 @@ def _starts(run) -> list[int]:
         return []
     return [json.loads(x)["pid"] for x in path.read_text().splitlines()
             if x.strip() and json.loads(x)["event"] == "start"]
+
+
+def test_fleet_up_over_the_embedded_broker(trio, tiny_ladder, tmp_path):
+    """Where Mosquitto is not installed the embedded amqtt broker serves the same fleet (here
+    asked for by name): the same answers, the summary says which broker ran."""
+    from slimedge.fleet.up import fleet_up, up_options
+
+    s = fleet_up(up_options(trio / "deploy", dataset=tiny_ladder.root / "dataset",
+                            ladder=tiny_ladder.ladder, fps=8.0, broker_kind="embedded",
+                            run_dir=tmp_path / "run"))
+    assert s["broker"] == "embedded" and s["broker_url"].startswith("mqtt://127.0.0.1:")
+    assert s["answered"] + s["lost"] == s["frames"] and s["answered"] > 0
+    assert s["mismatches"] == 0 and s["detections"] == []

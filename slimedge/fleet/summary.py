@@ -198,7 +198,7 @@ def describe(s: dict[str, Any]) -> list[str]:
     """A summary in a few lines (Markdown): the run, each failure and its detection, each
     stretch of frames with one live set beside the evaluator, rejoins, broker restarts."""
     lines = [
-        f"{s['devices']} agent processes and the aggregator over a {s['broker']} broker on "
+        f"{s['devices']} agent processes and the aggregator over the {s['broker']} broker on "
         f"loopback, {s['frames']} test frames at {s['fps']:g} fps: {s['answered']} answered "
         f"({s['on_time']} by their deadline), {s['lost']} lost. Accuracy "
         f"{_pct(s['accuracy'])}; the evaluator on the same frames and live sets "

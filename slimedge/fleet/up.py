@@ -85,6 +85,9 @@ def add_up_options(p: argparse.ArgumentParser) -> None:
                         "Will; only missed heartbeats reveal them): cam03@5s")
     p.add_argument("--restart", default=None,
                    help="start a killed device again: cam01@20s")
+    p.add_argument("--broker-kind", default="auto", choices=["auto", "mosquitto", "embedded"],
+                   help="the broker to start: auto (Mosquitto if on PATH, else the embedded "
+                        "amqtt broker), or one of them")
     p.add_argument("--restart-broker", default=None, metavar="TIME",
                    help="stop the broker at TIME after the first frame and start it again "
                         "(only a broker this command started)")
@@ -129,6 +132,7 @@ class Prepared:
     startup_s: float
     heartbeat_s: float
     slack_ms: float | None
+    broker_kind: str = "auto"
 
     @property
     def duration_s(self) -> float:
@@ -207,7 +211,7 @@ def prepare(args: argparse.Namespace) -> Prepared:
                     parse_time(args.broker_down, "--broker-down"), reference, artifacts, ladder,
                     run_dir,
                     public_key, bool(args.emulate_latency), args.broker, float(startup),
-                    float(args.heartbeat), args.slack_ms)
+                    float(args.heartbeat), args.slack_ms, args.broker_kind)
 
 
 # --------------------------------------------------------------------------- commands
@@ -286,7 +290,7 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
     with _sigterm_as_interrupt(), Supervisor(p.run_dir) as sup:
         try:
             if p.broker_url is None:
-                broker = start_broker(workdir=p.run_dir / "broker")
+                broker = start_broker(kind=p.broker_kind, workdir=p.run_dir / "broker")
                 url, kind = broker.url, broker.kind
                 say(f"broker: {kind} (pid {broker.pid}) at {url}")
             else:
