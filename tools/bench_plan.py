@@ -43,6 +43,7 @@ from slimedge.plan.search import (  # noqa: E402
     DEFAULT_GENERATIONS,
     DEFAULT_PATIENCE,
     DEFAULT_POP,
+    DEFAULT_STALL_EVALUATIONS,
     SearchSettings,
 )
 from slimedge.plan.synthetic import SyntheticSpec, write_synthetic_ladder  # noqa: E402
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pop", type=int, default=DEFAULT_POP)
     ap.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS)
     ap.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
+    ap.add_argument("--stall-evaluations", type=int, default=DEFAULT_STALL_EVALUATIONS)
     ap.add_argument("--prefer", default="latency")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-plot", dest="plot", action="store_false")
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     constraints = Constraints(min_accuracy=round(a_min, 4), k_failures=args.k_failures,
                               min_accuracy_k=round(a_k, 4) if args.k_failures else None)
     settings = SearchSettings(pop=args.pop, generations=args.generations, seed=args.seed,
-                              patience=args.patience or None, prefer=args.prefer)
+                              patience=args.patience or None, prefer=args.prefer,
+                              stall_evaluations=args.stall_evaluations or None)
 
     t0 = time.perf_counter()
     ctx = PlanContext.from_ladder(args.ladder, fleet, constraints)

@@ -18,6 +18,7 @@ from slimedge.plan.search import (
     DEFAULT_GENERATIONS,
     DEFAULT_PATIENCE,
     DEFAULT_POP,
+    DEFAULT_STALL_EVALUATIONS,
     PREFER,
 )
 
@@ -43,9 +44,12 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pop", type=int, default=DEFAULT_POP, help="NSGA-II population")
     p.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
                    help="NSGA-II generations after the latency scan and energy chains (0: none)")
+    p.add_argument("--stall-evaluations", type=int, default=DEFAULT_STALL_EVALUATIONS,
+                   help="stop NSGA-II after this many accuracy evaluations without a lower "
+                        "latency (0: never)")
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
-                   help="stop after this many generations without a lower latency "
-                        "(0: never)")
+                   help="stop NSGA-II after this many generations without a lower latency "
+                        "(default, 0: no such limit)")
     p.add_argument("--front-thresholds", type=int, default=DEFAULT_FRONT_THRESHOLDS,
                    help="latency thresholds the energy chains of the front start from")
     p.add_argument("--objectives", default=None,
@@ -134,6 +138,7 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
             raise PlanError(f"--{exc}") from None
     settings = SearchSettings(pop=args.pop, generations=args.generations, seed=args.seed,
                               objectives=objectives, patience=args.patience or None,
+                              stall_evaluations=args.stall_evaluations or None,
                               progress=not getattr(args, "json", False), prefer=args.prefer,
                               front_thresholds=args.front_thresholds).validate()
     down = parse_down(args.down)

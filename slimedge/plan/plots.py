@@ -23,6 +23,7 @@ def pareto_png(feasible: Sequence[tuple[float, float, float]],
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=100, sharey=True)
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.9, wspace=0.06)
     try:
         for ax, key, label in ((axes[0], "latency_ms", "system latency (ms, log scale)"),
                                (axes[1], "energy_mj", "energy per frame (mJ, log scale)")):
@@ -43,11 +44,10 @@ def pareto_png(feasible: Sequence[tuple[float, float, float]],
                            label=f"{name}{'' if ok else ' (misses constraints)'}")
             ax.set_xscale("log")
             ax.set_xlabel(label)
-            ax.grid(True, which="both", alpha=0.3)
+            ax.grid(True, alpha=0.3)
         axes[0].set_ylabel("expected accuracy under failures (val)")
         axes[1].legend(fontsize=7, loc="lower right")
         fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         return buf.getvalue()

@@ -8,7 +8,8 @@ Objectives (all minimized):
   failure sets with probability > epsilon;
 - energy per frame (mJ), summed over the up devices (active + radio, `device_costs`);
 - minus the battery life (h) of the weakest battery-powered up device (only where the fleet has
-  one: otherwise it is the same for every configuration and is left out);
+  one: otherwise it is the same for every configuration and is left out); it is an objective of
+  the front, not of NSGA-II's ranking (`search_objectives`);
 - optionally total model bytes over the fleet (`"memory"`).
 
 `objectives` names them: ("latency", "accuracy") first, then any of "energy", "battery",
@@ -124,7 +125,13 @@ class PlanProblem(Problem):
         if "battery" in objectives and not ctx.has_battery:
             objectives = tuple(o for o in objectives if o != "battery")
         self.violation_objective = violation_objective
-        super().__init__(n_var=ctx.views, n_obj=len(objectives) + violation_objective,
+        # What NSGA-II ranks by: the objectives less the battery life, a min over (usually)
+        # one device's levels that adds a dimension to the ranking without adding much trade,
+        # and so thins the population near the least latency (measured on the optimality
+        # tool's 8-device instances). The front (`search.pareto_front`) keeps it.
+        self.search_objectives = tuple(o for o in objectives if o != "battery")
+        super().__init__(n_var=ctx.views,
+                         n_obj=len(self.search_objectives) + violation_objective,
                          n_ieq_constr=0 if violation_objective else 4, xl=0,
                          xu=ctx.levels - 1, vtype=int)
         self.ctx = ctx
@@ -203,10 +210,12 @@ class PlanProblem(Problem):
             g_k = NOT_REACHED if math.isnan(r.worst_k) else c.min_accuracy_k - r.worst_k
         return [g_mem, g_lat, g_acc, g_k]
 
-    def objective_values(self, r: Record) -> list[float]:
+    def objective_values(self, r: Record, objectives: Sequence[str] | None = None
+                         ) -> list[float]:
+        """Minimized values of `objectives` (default: the problem's, the front's)."""
         acc = 0.0 if math.isnan(r.expected) else r.expected
         out = [r.latency_ms, -acc]
-        for name in self.objectives[2:]:
+        for name in (self.objectives if objectives is None else objectives)[2:]:
             out.append({"energy": r.energy_mj, "battery": -min(r.life_h, 1e12),
                         "memory": float(r.model_bytes)}[name])
         return out
@@ -216,7 +225,7 @@ class PlanProblem(Problem):
 
     def _evaluate(self, x, out, *args, **kwargs):  # noqa: ANN001 (pymoo signature)
         recs = self.assess(np.atleast_2d(x))
-        F = np.array([self.objective_values(r) for r in recs], float)
+        F = np.array([self.objective_values(r, self.search_objectives) for r in recs], float)
         G = np.array([self.constraint_values(r) for r in recs], float)
         if self.violation_objective:
             out["F"] = np.column_stack([F, np.maximum(G, 0.0).sum(axis=1)])

@@ -4,13 +4,17 @@ System latency is a max over devices, so it takes at most V x L distinct values 
 some level), and below a threshold T the allowed levels of each view form a box (those that fit
 and take <= T). The search works on that structure first, then lets NSGA-II refine the front:
 
-1. Scan: thresholds T in increasing order; at each, the box's corner (every device at its
-   least-pruned level within T) is scored. Pruning less does not lower measured accuracy much
-   or often, so the corner is the box's most accurate configuration nearly always; where the
-   corner misses a floor by at most `REPAIR_MARGIN`, a hill climb inside the box (one device
-   moved to another level of the box per step, best nominal / worst-k gain) looks for a
-   configuration that meets it. The first threshold with a feasible configuration gives the
-   least latency. Each corner costs one nominal accuracy before anything else is spent.
+1. Scan: a binary search over the thresholds for the least one whose box holds a feasible
+   configuration. A probe scores the box's corner (every device at its least-pruned level
+   within T), which is usually its most accurate configuration; where the corner misses the
+   nominal or worst-k floor, a coordinate ascent inside the box (one device moved to another
+   level of the box per step; pairs of moves where no single one helps) raises the nominal
+   accuracy, then the worst accuracy over the currently worst failure sets. Measured accuracy
+   is not monotone in the levels, so this is a heuristic; a corner that misses the nominal floor
+   by more than `ASCENT_MARGIN` is taken as a box with none (an ascent from the corner seldom
+   gains that much). A feasible configuration of a smaller box lies in every larger one, so
+   what the probes find only grows with the threshold, as a binary search needs. The oracle
+   (`oracle`, `tools/plan_optimality.py`) measures how often this, with step 3, is exact.
 2. Chains (the front): from the corners of up to `front_thresholds` thresholds at and above that
    latency, a greedy descent in energy: each step prunes one device one more level, the one
    that saves the most energy per nominal accuracy lost, while the nominal floor holds; points
@@ -34,8 +38,8 @@ that lowers the slowest device's time and wins back accuracy on another view), t
 `MemoryRepair` (which also keeps a device's views at one level). Duplicates are eliminated.
 Constraint violation is an extra objective (`violation_objective`, pymoo's constraints-as-
 objectives technique), so near-feasible fast candidates survive while nothing feasible is as
-fast. Stopping: after `generations`, or after `patience` generations in which the lowest
-feasible latency did not go down.
+fast. Stopping: after `generations`, or once the lowest feasible latency has not gone down for
+`stall_evaluations` accuracy evaluations (or `patience` generations, when set).
 
 Selection rule (the plan), among every candidate scored and found feasible (fits memory,
 latency <= max_latency_ms, nominal accuracy >= min_accuracy, worst accuracy over the failure
@@ -74,11 +78,13 @@ from slimedge.plan.failures import AccuracyCache, Runner
 from slimedge.plan.problem import MemoryRepair, PlanProblem, Record, check_objectives
 
 DEFAULT_POP = 32
-DEFAULT_GENERATIONS = 40
-DEFAULT_PATIENCE = 5
-DEFAULT_FRONT_THRESHOLDS = 6
+DEFAULT_GENERATIONS = 60
+DEFAULT_PATIENCE = None  # generations without a lower latency; None: by evaluations only
+DEFAULT_STALL_EVALUATIONS = 3000  # accuracy evaluations without a lower latency
+DEFAULT_FRONT_THRESHOLDS = 4
 CHAIN_POINTS = 4  # points scored in full along each energy chain (the chain's end included)
 ASCENT_PASSES = 3  # coordinate-ascent passes inside one box
+ASCENT_MARGIN = 0.05  # a box whose corner misses the nominal floor by more is taken as empty
 PAIR_POOL = 8  # single moves whose pairs are tried when none helps alone
 ACTIVE_SETS = 5  # worst failure sets the worst-k ascent raises at a time
 PREFER = ("latency", "energy", "balanced")
@@ -92,7 +98,9 @@ class SearchSettings:
     objectives: tuple[str, ...] | None = None  # None: `problem.default_objectives(ctx)`
     violation_objective: bool = True  # constraint violation as an objective (see module doc)
     patience: int | None = DEFAULT_PATIENCE  # stop NSGA-II after this many generations
-    # without a lower feasible latency; None: run every generation
+    # without a lower feasible latency; None: no such limit
+    stall_evaluations: int | None = DEFAULT_STALL_EVALUATIONS  # ... or this many accuracy
+    # evaluations without one; None: no such limit
     progress: bool = False
     prefer: str = "latency"  # selection rule (module docstring)
     front_thresholds: int = DEFAULT_FRONT_THRESHOLDS  # energy chains, one per threshold
@@ -101,9 +109,9 @@ class SearchSettings:
         from slimedge.plan import PlanError
 
         for name, low in (("pop", 4), ("generations", 0), ("patience", 1),
-                          ("front_thresholds", 0)):
+                          ("stall_evaluations", 1), ("front_thresholds", 0)):
             value = getattr(self, name)
-            if name == "patience" and value is None:
+            if name in ("patience", "stall_evaluations") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PlanError(f"{name}: expected a whole number >= {low}, got {value!r}")
@@ -119,6 +127,7 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"algorithm": "latency scan + energy chains + NSGA-II (pymoo)", "pop": self.pop,
                 "generations": self.generations, "patience": self.patience,
+                "stall_evaluations": self.stall_evaluations,
                 "seed": self.seed,
                 "objectives": None if self.objectives is None else list(self.objectives),
                 "prefer": self.prefer, "front_thresholds": self.front_thresholds}
@@ -238,6 +247,8 @@ def best_in_box(problem: PlanProblem, t: float, start: np.ndarray) -> Record:
     x = start
     rec = problem.assess(x)[0]
     if rec.feasible or rec.status not in ("accuracy", "accuracy_k"):
+        return rec
+    if rec.status == "accuracy" and c.min_accuracy - rec.accuracy > ASCENT_MARGIN:
         return rec
     if rec.status == "accuracy":
         def nominal(ys):
@@ -520,25 +531,32 @@ class BottleneckMutation(Mutation):
 
 
 class _Stall(Termination):
-    """Stops at `n_gen` generations, or after `patience` generations in which the lowest
-    latency among the feasible candidates did not go down (the scan usually finds it first, so
-    on most instances NSGA-II runs `patience` generations, widening the front meanwhile)."""
+    """Stops at `n_gen` generations, or when the lowest latency among the feasible candidates
+    has not gone down for `patience` generations or for `stall_evaluations` accuracy
+    evaluations (cache misses), whichever comes first. Counting evaluations lets a small
+    instance, whose candidates cost a few evaluations each, run many generations, and a large
+    one, whose candidates cost a hundred, few."""
 
-    def __init__(self, n_gen: int, patience: int | None) -> None:
+    def __init__(self, n_gen: int, patience: int | None, stall_evaluations: int | None) -> None:
         super().__init__()
-        self.n_gen, self.patience = n_gen, patience
+        self.n_gen, self.patience, self.budget = n_gen, patience, stall_evaluations
         self.best = math.inf
         self.stall = 0
+        self.calls_at_best = 0
 
     def _update(self, algorithm: Any) -> float:
         gen = int(getattr(algorithm, "n_gen", 0) or 0)
-        if self.patience is not None and gen > 0:
-            best = min((r.latency_ms for r in algorithm.problem.feasible_records()),
-                       default=math.inf)
-            self.stall = self.stall + 1 if best >= self.best else 0
-            self.best = min(best, self.best)
+        problem = algorithm.problem
+        if gen > 0:
+            best = min((r.latency_ms for r in problem.feasible_records()), default=math.inf)
+            if best < self.best:
+                self.best, self.stall, self.calls_at_best = best, 0, problem.cache.calls
+            else:
+                self.stall += 1
         by_stall = 0.0 if self.patience is None else self.stall / self.patience
-        return min(1.0, max(gen / self.n_gen, by_stall))
+        by_calls = (0.0 if self.budget is None
+                    else (problem.cache.calls - self.calls_at_best) / self.budget)
+        return min(1.0, max(gen / self.n_gen, by_stall, by_calls))
 
 
 class _Progress(Callback):
@@ -654,7 +672,7 @@ def search(ctx: PlanContext, settings: SearchSettings = SearchSettings(), *,
             eliminate_duplicates=True,
         )
         progress = _Progress(problem, settings.generations, disable=not settings.progress)
-        stop = _Stall(settings.generations, settings.patience)
+        stop = _Stall(settings.generations, settings.patience, settings.stall_evaluations)
         try:
             minimize(problem, algorithm, stop, seed=settings.seed, callback=progress,
                      verbose=False, copy_algorithm=False)
