@@ -386,6 +386,7 @@ def _figures(work: WorkFolder) -> dict[str, Any]:
         for name in ("unpruned", "uniform"):
             if name in base:
                 out[f"{name}_latency_ms"] = base[name]["latency_ms"]
+                out[f"{name}_fits"] = bool(base[name].get("fits", True))
                 out[f"{name}_int8_test_accuracy"] = (base[name].get("test") or {}).get("accuracy")
     if work.status("deploy") == OK:
         record = work.record("deploy")
@@ -416,7 +417,9 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append(f"  test accuracy  {text}")
     if "latency_ms" in f:
         ms = f["latency_ms"]
-        vs = [f"{name} {f[key]:.1f} ms ({f[key] / ms:.2f}x)"
+        # a baseline that does not fit memory is no denominator
+        vs = [f"{name} {f[key]:.1f} ms ("
+              + (f"{f[key] / ms:.2f}x" if f.get(f"{name}_fits", True) else "does not fit") + ")"
               for name, key in (("unpruned", "unpruned_latency_ms"),
                                 ("uniform", "uniform_latency_ms")) if f.get(key)]
         lines.append(f"  plan latency   {ms:.1f} ms; " + ", ".join(vs))

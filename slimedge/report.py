@@ -144,7 +144,8 @@ def _plan_section(work: WorkFolder, out: Path) -> list[str]:
         val, test = fig["val"], fig.get("test") or {}
         meets = fig.get("meets", {}).get("all", True)
         lines.append(
-            f"| {name} | {','.join(map(str, levels))} | {fig['latency_ms']:.1f} | {ratio:.2f} | "
+            f"| {name} | {','.join(map(str, levels))} | {fig['latency_ms']:.1f} | "
+            f"{ratio if isinstance(ratio, str) else format(ratio, '.2f')} | "
             f"{val['accuracy']:.3f} | {val['expected_accuracy']:.3f} | "
             f"{val['worst_k_accuracy']:.3f} | {test.get('accuracy', float('nan')):.3f} | "
             f"{'yes' if meets else 'no'} |")

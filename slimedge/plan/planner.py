@@ -42,7 +42,6 @@ SELECTION_RULES = {
                  "the candidate with the smallest worst scaled regret (Chebyshev knee); ties: "
                  "lower latency, higher expected accuracy, lower energy"),
 }
-SELECTION_RULE = SELECTION_RULES["latency"]
 PLACEMENT = ("fixed: each view runs on the one device of the fleet file whose camera sees it; "
              "a device with several views runs one level for all of them, its branches in "
              "series")
