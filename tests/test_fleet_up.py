@@ -285,6 +285,18 @@ def test_fleet_up_with_one_kill(trio, tiny_ladder, tmp_path):
                 os.kill(r["pid"], 0)
     assert ("kill", "pi1") in [(r["event"], r["name"]) for r in rows]
     assert json.loads((run / "summary.json").read_text())["frames"] == n
+    # The run folder alone is enough to summarise the run again, to the same figures.
+    from slimedge.fleet.up import summarise_again
+
+    again = summarise_again(run)
+    assert {k: again[k] for k in SUMMARY_KEYS} == {k: s[k] for k in SUMMARY_KEYS}
+    # The demo's report section reads the folder: the kill, its detection, the timeline.
+    from slimedge.fleet.demo_run import TIMELINE_PNG, report_lines
+
+    (tmp_path / "report").mkdir()
+    text = "\n".join(report_lines(run, tmp_path / "report"))
+    assert "SIGKILL of pi1 (view(s) 4, 5, 6, 7)" in text and f"{n} test frames" in text
+    assert (tmp_path / "report" / TIMELINE_PNG).stat().st_size > 0
     # --emulate-latency: each agent holds a frame's features for its board's predicted time,
     # so no frame is answered sooner than the slowest of the devices it pooled.
     import sqlite3
@@ -378,3 +390,14 @@ def test_fleet_up_over_the_embedded_broker(trio, tiny_ladder, tmp_path):
     assert s["broker"] == "embedded" and s["broker_url"].startswith("mqtt://127.0.0.1:")
     assert s["answered"] + s["lost"] == s["frames"] and s["answered"] > 0
     assert s["mismatches"] == 0 and s["detections"] == []
+
+
+def test_demo_kills_the_device_of_the_most_important_view(trio, tmp_path):
+    from slimedge.fleet.demo_run import victim
+
+    importance = tmp_path / "importance.json"
+    importance.write_text(json.dumps({"leave_one_out": [0.0] * 9 + [0.2, 0.0, 0.1]}))
+    assert victim(trio / "deploy", importance) == "pi2"  # view 9
+    importance.write_text(json.dumps({"leave_one_out": [0.0, 0.3] + [0.0] * 10}))
+    assert victim(trio / "deploy", importance) == "pi0"
+    assert victim(trio / "deploy", None) == "pi0"  # without importance: the first device
