@@ -29,14 +29,12 @@ from typing import Any
 import numpy as np
 
 from slimedge.fleet.schedule import FleetUpError
+from slimedge.runtime.results_db import RESULTS_DB
 
 RUN_FILE = "run.json"
 INJECTIONS_FILE = "injections.jsonl"
 SUMMARY_FILE = "summary.json"
 TIMELINE_FILE = "timeline.png"
-RESULTS_DB = "results.sqlite"
-METRICS_FILE = "metrics.json"
-EVENTS_FILE = "events.jsonl"
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -83,7 +81,7 @@ def read_results(run_dir: Path, views: int) -> FrameResults:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             con.row_factory = sqlite3.Row
-            rows = con.execute("SELECT * FROM results ORDER BY frame").fetchall()
+            rows = con.execute("SELECT * FROM results ORDER BY frame, rowid").fetchall()
         finally:
             con.close()
     except sqlite3.Error as exc:
@@ -97,8 +95,10 @@ def read_results(run_dir: Path, views: int) -> FrameResults:
     n = len(keep)
     live = np.zeros((n, views), bool)
     for i, r in enumerate(keep):
-        used = json.loads(r["views"]) if r["views"] else []
-        live[i, [int(v) for v in used]] = True
+        used = [int(v) for v in (json.loads(r["views"]) if r["views"] else [])]
+        if any(not 0 <= v < views for v in used):
+            raise FleetUpError(f"{path}: frame {r['frame']}: views {used} outside 0..{views - 1}")
+        live[i, used] = True
     keys = keep[0].keys() if keep else []
 
     def column(name: str, default: float) -> np.ndarray:

@@ -17,9 +17,7 @@ import numpy as np
 from slimedge.artifacts import write_json
 from slimedge.fleet.monitor import FLEET_VIEW_FILE
 from slimedge.fleet.run_folder import (
-    EVENTS_FILE,
     INJECTIONS_FILE,
-    METRICS_FILE,
     RUN_FILE,
     SUMMARY_FILE,
     TIMELINE_FILE,
@@ -34,6 +32,7 @@ from slimedge.fleet.run_folder import (
 )
 from slimedge.fleet.schedule import FleetUpError
 from slimedge.fleet.timeline import Mark, TimelineData, plot_timeline
+from slimedge.runtime.aggregator_service import EVENTS_FILE, METRICS_FILE
 
 if TYPE_CHECKING:
     from slimedge.fleet.reference import Deployment, Reference
