@@ -11,9 +11,9 @@ A failed or interrupted run leaves the previous ``out_dir`` as it was.
 
 Run order is deterministic from ``config.seed``: weights, per-epoch object order, failout
 masks and augmentation draws all derive from it. With op determinism and fixed thread pools
-(`determinism.py`) and the .keras files written without a save date, the same seed on the same
-machine gives the same file hashes; train.json records the threads, CPU and library versions
-that decide them (another CPU runs other kernels and gives other bytes).
+(`determinism.py`) and .keras files written reproducibly (`keras_files.py`), the same seed on
+the same machine gives the same file hashes; train.json records the threads, CPU and library
+versions that decide them (another CPU runs other kernels and gives other bytes).
 
 The kept model is the epoch with the best validation accuracy (all views live) among the epochs
 trained at the full failout rate: an earlier epoch, before failout, would be a model that
@@ -26,10 +26,8 @@ records it under ``head_failout`` and ``val_accuracy`` is the saved model's.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -57,6 +55,7 @@ from slimedge.model.failout import (
 )
 from slimedge.model.head import build_head, head_info, load_head
 from slimedge.model.head_failout import finetune_head, train_split_features, val_metrics
+from slimedge.model.keras_files import save_reproducibly
 from slimedge.model.mvcnn import (
     accuracy_vs_failed_views_from_features,
     branch_features,
@@ -494,45 +493,11 @@ def _save(out_dir: Path, branch: keras.Model, head: keras.Model, record: dict[st
     written (with the files' hashes, which identify the model)."""
     with atomic_dir(out_dir) as tmp:
         for model, name in ((branch, BRANCH_FILE), (head, HEAD_FILE)):
-            model.save(tmp / name)
-            _reproducible_keras_file(tmp / name)
+            save_reproducibly(model, tmp / name)
         record = {**record, "files": {name: sha256_file(tmp / name)
                                       for name in (BRANCH_FILE, HEAD_FILE)}}
         write_json(tmp / RECORD_FILE, record)
     return record
-
-
-def _reproducible_keras_file(path: Path) -> None:
-    """Rewrite a .keras file (a zip) without what differs between two saves of the same model,
-    so that the file hashes identify the model: Keras stamps the zip entries and
-    metadata.json with the time of saving, and numbers the objects that layers share (a dtype
-    policy) by their memory address. Keras reads neither the date nor the numbers' values (only
-    which entries share one), so the file loads as before."""
-    with zipfile.ZipFile(path) as zf:
-        entries = [(info, zf.read(info)) for info in zf.infolist()]
-    with zipfile.ZipFile(path, "w") as zf:
-        for info, data in entries:
-            if info.filename == "metadata.json":
-                meta = json.loads(data)
-                meta.pop("date_saved", None)
-                data = json.dumps(meta).encode()
-            elif info.filename == "config.json":
-                data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
-            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
-            zf.writestr(fixed, data)
-
-
-def _renumber_shared_objects(obj: Any, ids: dict[int, int]) -> Any:
-    """Keras' `shared_object_id`s (memory addresses) replaced by 1, 2, ... in order of first
-    appearance; entries that shared an id still share one."""
-    if isinstance(obj, dict):
-        return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id"
-                    and isinstance(v, int) else _renumber_shared_objects(v, ids))
-                for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_renumber_shared_objects(v, ids) for v in obj]
-    return obj
 
 
 def load_trained(out_dir: str | os.PathLike) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
