@@ -286,3 +286,23 @@ print("answered", out[0].frame, "leaked", bad)
                           cwd=root, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "answered 0 leaked []" in done.stdout
+
+
+def test_an_internal_error_is_counted_never_raised(fleet):
+    """A head that fails (a broken interpreter, say): the frame is dropped and counted under
+    internal_error; handle() and tick() return normally and later frames still flow."""
+    from slimedge.runtime.head import HeadRunner
+
+    class FailingHead(HeadRunner):
+        def logits(self, pooled):
+            raise RuntimeError("interpreter broke")
+
+    agg = Aggregator(fleet.dep, FailingHead(fleet.dep.head_path, 16, 4), now_ns=T0)
+    beat(agg, fleet, 0, T0)
+    assert send(agg, fleet, 0, range(12), T0, T0) == []  # completed in handle()
+    send(agg, fleet, 1, range(11), T0, T0)
+    assert agg.tick(T0 + agg.window_ns) == []  # answered at the deadline, in tick()
+    assert agg.rejected["internal_error"] == 2
+    assert "interpreter broke" in agg.recent_rejections[-1]["detail"]
+    agg.head = fleet.head
+    assert len(send(agg, fleet, 2, range(12), T0, T0)) == 1

@@ -291,7 +291,15 @@ class Aggregator:
         """Silence timeouts, then every frame due by now (deadline or complete)."""
         self._entered = time.perf_counter_ns()
         self._record(self.detector.tick(now_ns))
-        return [self._answer(p, now_ns) for p in self.aligner.due(now_ns, self._expected)]
+        out = []
+        for p in self.aligner.due(now_ns, self._expected):
+            try:
+                out.append(self._answer(p, now_ns))
+            except Exception as e:  # noqa: BLE001 - as in handle(): counted, logged, not fatal
+                log.exception("frame %d dropped: internal error", p.frame)
+                self._reject("internal_error", None, f"frame {p.frame}: {type(e).__name__}: "
+                             f"{e}", now_ns)
+        return out
 
     def link(self, up: bool, now_ns: int) -> None:
         """Our own broker link went down or came back (the detector stops blaming devices
