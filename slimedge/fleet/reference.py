@@ -142,7 +142,7 @@ class Reference:
 
 
 def make_reference(dep: Deployment, ladder: Path | None, note: str,
-                   dataset: Path) -> Reference:
+                   dataset: Path, frames: int | None = None) -> Reference:
     """The ladder's evaluator when `ladder` is given, else the artifacts' reference."""
     from slimedge.ladder.evaluator import Evaluator
 
@@ -152,15 +152,17 @@ def make_reference(dep: Deployment, ladder: Path | None, note: str,
         ref = Reference("ladder", note, ev.labels, evaluator=ev, levels=view_levels(dep))
     else:
         ref = artifact_reference(dep, dataset, f"{note}: evaluator run on the deployment's "
-                                 "artifacts' features")
+                                 "artifacts' features", frames)
     _check_labels(ref, dataset)
     return ref
 
 
-def artifact_reference(dep: Deployment, dataset: Path, note: str) -> Reference:
-    """Each device's artifact run on its views' replayed images as the agent runs it (LiteRT;
-    for MCU boards LiteRT's reference kernels, bit-exact with TFLite Micro), int8 or float
-    features as the artifact outputs them, pooled and classified as the evaluator does."""
+def artifact_reference(dep: Deployment, dataset: Path, note: str, frames: int | None = None
+                       ) -> Reference:
+    """Each device's artifact run on its views' replayed images (the first `frames` of the
+    split, all by default) as the agent runs it (LiteRT; for MCU boards LiteRT's reference
+    kernels, bit-exact with TFLite Micro), int8 or float features as the artifact outputs
+    them, pooled and classified as the evaluator does."""
     from slimedge.data.container import load_dataset
     from slimedge.export.agreement import ViewFeatures
     from slimedge.export.manifest import MCU_RUNTIME
@@ -168,6 +170,7 @@ def artifact_reference(dep: Deployment, dataset: Path, note: str) -> Reference:
     from slimedge.runtime.branch import BranchRunner
 
     images, labels = load_dataset(dataset).subset(SPLIT)
+    images, labels = images[:frames], labels[:frames]
     features: list[Any] = [None] * dep.views
     for d in dep.manifest.devices:
         runner = BranchRunner(dep.root / d.artifact, reference_kernels=d.runtime == MCU_RUNTIME)
@@ -182,7 +185,7 @@ def artifact_reference(dep: Deployment, dataset: Path, note: str) -> Reference:
 def _check_labels(ref: Reference, dataset: Path) -> None:
     from slimedge.data.container import load_dataset
 
-    labels = load_dataset(dataset).subset(SPLIT)[1]
+    labels = load_dataset(dataset).subset(SPLIT)[1][:len(ref.labels)]
     if not np.array_equal(np.asarray(labels, np.int64), ref.labels):
         raise FleetUpError(f"{dataset}: the {SPLIT} split's labels differ from the "
                            f"evaluator's ({ref.source}); the ladder was built from another "

@@ -194,11 +194,11 @@ def prepare(args: argparse.Namespace) -> Prepared:
             raise FleetUpError(f"--restart-broker: {broker_restart:g} s is after the last "
                                f"frame ({duration:g} s)")
     ladder, note = find_ladder(dep, args.ladder)
-    reference = make_reference(dep, ladder, note, dataset)
+    reference = make_reference(dep, ladder, note, dataset, frames)
     # The ladder's evaluator is what the planner measured; the deployment's artifacts are
     # what the agents compute. Where they differ (a float16 board), both are reported.
     artifacts = (reference if reference.source == "artifacts" else
-                 artifact_reference(dep, dataset, "the deployment's artifacts"))
+                 artifact_reference(dep, dataset, "the deployment's artifacts", frames))
     run_dir = (Path(args.run_dir) if args.run_dir is not None
                else dep.root.parent / RUNS_DIR / time.strftime("%Y%m%d-%H%M%S"))
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -460,7 +460,8 @@ def summarise_again(run_dir: str | os.PathLike) -> dict[str, Any]:
     dataset = Path(info["dataset"])
     ladder = info["evaluator"].get("ladder")
     ladder, note = find_ladder(dep, ladder) if ladder else (None, "no ladder")
-    reference = make_reference(dep, ladder, note, dataset)
+    frames = int(info["frames"])
+    reference = make_reference(dep, ladder, note, dataset, frames)
     artifacts = (reference if reference.source == "artifacts" else
-                 artifact_reference(dep, dataset, "the deployment's artifacts"))
+                 artifact_reference(dep, dataset, "the deployment's artifacts", frames))
     return summarise(run_dir, dep, reference, artifacts=artifacts)
