@@ -13,7 +13,8 @@ and take <= T). The search works on that structure first, then lets NSGA-II refi
    is not monotone in the levels, so this is a heuristic; a corner that misses the nominal floor
    by more than `ASCENT_MARGIN` is taken as a box with none (an ascent from the corner seldom
    gains that much). A feasible configuration of a smaller box lies in every larger one, so
-   what the probes find only grows with the threshold, as a binary search needs. The oracle
+   what the probes find grows with the threshold, as a binary search needs; the ascent being a
+   heuristic, the thresholds below the answer it finds are then probed one by one. The oracle
    (`oracle`, `tools/plan_optimality.py`) measures how often this, with step 3, is exact.
 2. Chains (the front): from the corners of up to `front_thresholds` thresholds at and above that
    latency, a greedy descent in energy: each step prunes one device one more level, the one
@@ -316,6 +317,12 @@ def scan(problem: PlanProblem) -> tuple[Record | None, dict[str, int]]:
             hi = mid
         else:
             lo = mid + 1
+    # The ascent is a heuristic, so feasibility need not be monotone in the threshold: every
+    # threshold below the answer not probed yet is probed too (most cost one nominal accuracy:
+    # their corners are far below the floor).
+    for i in range(hi - 1, -1, -1):
+        if i not in found:
+            probe(i)
     feas = [r for r in found.values() if r.feasible]
     return min(feas, key=lambda r: (r.latency_ms, -r.expected, r.levels)), stats
 
