@@ -46,13 +46,16 @@ class TimelineData:
     title: str
 
 
-def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last `window` values at each point (fewer at the start)."""
-    x = np.asarray(x, np.float64)
-    c = np.concatenate([[0.0], np.cumsum(x)])
-    idx = np.arange(1, len(x) + 1)
-    lo = np.maximum(0, idx - window)
-    return (c[idx] - c[lo]) / (idx - lo)
+def rolling_accuracy(correct: np.ndarray, answered: np.ndarray, window: int) -> np.ndarray:
+    """Correct / answered over the last `window` frames at each point (fewer at the start;
+    nan where none of them was answered: lost frames are marked apart, not counted wrong)."""
+    def sums(x: np.ndarray) -> np.ndarray:
+        c = np.concatenate([[0.0], np.cumsum(np.asarray(x, np.float64))])
+        idx = np.arange(1, len(x) + 1)
+        return c[idx] - c[np.maximum(0, idx - window)]
+
+    num, den = sums(correct), sums(answered)
+    return np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
 
 
 def plot_timeline(data: TimelineData, out: Path, window: int = 20) -> Path:
@@ -66,10 +69,10 @@ def plot_timeline(data: TimelineData, out: Path, window: int = 20) -> Path:
     ax_acc, ax_live, ax_lat = axes
     t = data.t_s
     if len(t):
-        ax_acc.plot(t, rolling_mean(data.correct, window), color="black", lw=1.5,
-                    label=f"fleet (last {window} frames)")
-        ax_acc.plot(t, rolling_mean(data.reference_correct, window), color="tab:gray", lw=1,
-                    ls="--", label="evaluator, same live sets")
+        ax_acc.plot(t, rolling_accuracy(data.correct, data.answered, window), color="black",
+                    lw=1.5, label=f"fleet (answered of the last {window} frames)")
+        ax_acc.plot(t, rolling_accuracy(data.reference_correct, data.answered, window),
+                    color="tab:gray", lw=1, ls="--", label="evaluator, same live sets")
         ax_acc.plot(t, data.predicted_accuracy, color="tab:olive", lw=1, ls=":",
                     label="plan's accuracy of the live set")
     ax_acc.set_ylim(-0.02, 1.02)
