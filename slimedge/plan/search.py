@@ -7,8 +7,8 @@ and take <= T). The search works on that structure first, then lets NSGA-II refi
 1. Scan: a binary search over the thresholds for the least one whose box holds a feasible
    configuration. A probe scores the box's corner (every device at its least-pruned level
    within T), which is usually its most accurate configuration; where the corner misses the
-   nominal or worst-k floor, a coordinate ascent inside the box (one device moved to another
-   level of the box per step; pairs of moves where no single one helps) raises the nominal
+   nominal or worst-k floor, a steepest ascent inside the box (the best move of one device to
+   another level of the box per step; pairs of moves where no single one helps) raises the nominal
    accuracy, then the worst accuracy over the currently worst failure sets. Measured accuracy
    is not monotone in the levels, so this is a heuristic; a corner that misses the nominal floor
    by more than `ASCENT_MARGIN` is taken as a box with none (an ascent from the corner seldom
@@ -21,8 +21,8 @@ and take <= T). The search works on that structure first, then lets NSGA-II refi
    that saves the most energy per nominal accuracy lost, while the nominal floor holds; points
    along the chain are then scored in full (worst-k, expected accuracy), so the front trades
    latency, accuracy and energy (and battery life where a device runs on one).
-3. NSGA-II (pymoo) on `PlanProblem`, seeded with everything feasible found so far and with the
-   informed population below, for `generations` (0: none) with `patience`.
+3. NSGA-II (pymoo) on `PlanProblem`, seeded with the front found so far, the candidates faster
+   than it that miss a floor by the least, and the informed population below.
 
 Initial population of NSGA-II (then filled with seeded random levels), every member repaired:
 
@@ -84,8 +84,8 @@ DEFAULT_PATIENCE = None  # generations without a lower latency; None: by evaluat
 DEFAULT_STALL_EVALUATIONS = 3000  # accuracy evaluations without a lower latency
 DEFAULT_FRONT_THRESHOLDS = 4
 CHAIN_POINTS = 4  # points scored in full along each energy chain (the chain's end included)
-ASCENT_PASSES = 3  # coordinate-ascent passes inside one box
-ASCENT_MARGIN = 0.05  # a box whose corner misses the nominal floor by more is taken as empty
+ASCENT_PASSES = 4  # steps of the ascent inside one box
+ASCENT_MARGIN = 0.06  # a box whose corner misses the nominal floor by more is taken as empty
 PAIR_POOL = 8  # single moves whose pairs are tried when none helps alone
 ACTIVE_SETS = 5  # worst failure sets the worst-k ascent raises at a time
 PREFER = ("latency", "energy", "balanced")
@@ -189,41 +189,36 @@ def corner(ctx: PlanContext, t: float) -> np.ndarray:
 
 def _ascend(problem: PlanProblem, x: np.ndarray, allowed: np.ndarray, score, passes: int
             ) -> tuple[np.ndarray, float]:
-    """Coordinate ascent of `score` (configurations -> values, batched) inside `allowed`: each
-    pass moves every device in turn to its best level of the box while that raises the score.
-    Where no single move helps, pairs of the best `PAIR_POOL` single moves (two devices at once)
-    are tried: measured accuracy is a step function, so two moves that each change nothing can
-    together cross a floor."""
-    ctx = problem.ctx
-    groups = ctx.groups()
+    """Steepest ascent of `score` (configurations -> values, batched) inside `allowed`: each
+    step scores every move of one device to another level of the box and takes the best, while
+    that raises the score. Where no single move helps, pairs of the best `PAIR_POOL` single
+    moves (two devices at once) are tried: measured accuracy is a step function, so two moves
+    that each change nothing can together cross a floor."""
+    groups = problem.ctx.groups()
     here = float(score([x])[0])
     for _ in range(passes):
-        improved = False
-        singles: list[tuple[float, int, int]] = []  # (value, group, level) from this pass
+        moves: list[tuple[int, int]] = []
+        cands = []
         for gi, group in enumerate(groups):
             v = int(group[0])
-            levels = [int(j) for j in np.flatnonzero(allowed[v]) if j != x[v]]
-            if not levels:
-                continue
-            cands = []
-            for j in levels:
-                y = x.copy()
-                y[group] = j
-                cands.append(y)
-            vals = score(cands)
-            i = int(np.argmax(vals))
-            if vals[i] > here + 1e-12:
-                x, here, improved = cands[i], float(vals[i]), True
-                singles = []
-            else:
-                singles.extend((float(val), gi, j) for val, j in zip(vals, levels, strict=True))
-        if improved:
+            for j in np.flatnonzero(allowed[v]):
+                if j != x[v]:
+                    y = x.copy()
+                    y[group] = j
+                    cands.append(y)
+                    moves.append((gi, int(j)))
+        if not cands:
+            break
+        vals = np.asarray(score(cands), float)
+        i = int(np.argmax(vals))
+        if vals[i] > here + 1e-12:
+            x, here = cands[i], float(vals[i])
             continue
-        pool = sorted(singles, key=lambda t: (-t[0], t[1], t[2]))[:PAIR_POOL]
+        pool = [moves[k] for k in np.argsort(-vals, kind="stable")[:PAIR_POOL]]
         pairs = []
         for a in range(len(pool)):
             for b in range(a + 1, len(pool)):
-                (_, g1, j1), (_, g2, j2) = pool[a], pool[b]
+                (g1, j1), (g2, j2) = pool[a], pool[b]
                 if g1 != g2:
                     y = x.copy()
                     y[groups[g1]] = j1
@@ -231,11 +226,11 @@ def _ascend(problem: PlanProblem, x: np.ndarray, allowed: np.ndarray, score, pas
                     pairs.append(y)
         if not pairs:
             break
-        vals = score(pairs)
-        i = int(np.argmax(vals))
-        if vals[i] <= here + 1e-12:
+        pv = np.asarray(score(pairs), float)
+        i = int(np.argmax(pv))
+        if pv[i] <= here + 1e-12:
             break
-        x, here = pairs[i], float(vals[i])
+        x, here = pairs[i], float(pv[i])
     return x, here
 
 
@@ -457,7 +452,7 @@ def initial_population(ctx: PlanContext, pop: int, rng: np.random.Generator,
     repair = ctx.repair_map()
     rows = np.arange(ctx.views)
     kinds: list[tuple[str, list[np.ndarray]]] = [
-        ("front", [np.asarray(x, np.int64) for x in seeds][: max(1, pop // 2)]),
+        ("front", [np.asarray(x, np.int64) for x in seeds][: max(1, 3 * pop // 4)]),
         ("uniform", [np.full(ctx.views, j) for j in range(ctx.levels)])]
     speed = speed_guided(ctx)
     if len(speed) > pop // 2:  # keep an even spread of thresholds
@@ -668,7 +663,14 @@ def search(ctx: PlanContext, settings: SearchSettings = SearchSettings(), *,
     if settings.generations > 0:
         t2 = time.perf_counter()
         rng = np.random.default_rng(settings.seed)
-        seeds = [np.array(r.levels) for r in pareto_front(problem)]
+        front = pareto_front(problem)
+        # and the candidates faster than the best found that miss a floor by the least: the
+        # scan's probes leave them at the frontier NSGA-II has to cross
+        t_best = min((r.latency_ms for r in front), default=math.inf)
+        near = sorted((r for r in problem.archive.values()
+                       if r.status in ("accuracy", "accuracy_k") and r.latency_ms < t_best),
+                      key=lambda r: (problem.violation(r), r.latency_ms, r.levels))
+        seeds = [np.array(r.levels) for r in front + near[: settings.pop // 4]]
         X0, counts = initial_population(ctx, settings.pop, rng, importance, seeds=seeds)
         algorithm = NSGA2(
             pop_size=settings.pop,
