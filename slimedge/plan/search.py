@@ -1,4 +1,4 @@
-"""The search: an exact-by-construction latency scan, energy chains for the front, then NSGA-II.
+"""The search: a latency scan over device-time thresholds, energy chains for the front, NSGA-II.
 
 System latency is a max over devices, so it takes at most V x L distinct values (a device time at
 some level), and below a threshold T the allowed levels of each view form a box (those that fit
@@ -16,9 +16,10 @@ and take <= T). The search works on that structure first, then lets NSGA-II refi
    what the probes find grows with the threshold, as a binary search needs; the ascent being a
    heuristic, the thresholds below the answer it finds are then probed one by one. The oracle
    (`oracle`, `tools/plan_optimality.py`) measures how often this, with step 3, is exact.
-2. Chains (the front): from the corners of up to `front_thresholds` thresholds at and above that
-   latency, a greedy descent in energy: each step prunes one device one more level, the one
-   that saves the most energy per nominal accuracy lost, while the nominal floor holds; points
+2. Chains (the front): from what a probe finds in the boxes of up to `front_thresholds`
+   thresholds at and above that latency, a greedy descent in energy: each step prunes one
+   device one more level, the one that saves the most energy per nominal accuracy lost, while
+   the nominal floor holds; points
    along the chain are then scored in full (worst-k, expected accuracy), so the front trades
    latency, accuracy and energy (and battery life where a device runs on one).
 3. NSGA-II (pymoo) on `PlanProblem`, seeded with the front found so far, the candidates faster
