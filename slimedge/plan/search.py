@@ -19,9 +19,9 @@ and take <= T). The search works on that structure first, then lets NSGA-II refi
 2. Chains (the front): from what a probe finds in the boxes of up to `front_thresholds`
    thresholds at and above that latency, a greedy descent in energy: each step prunes one
    device one more level, the one that saves the most energy per nominal accuracy lost, while
-   the nominal floor holds; points
-   along the chain are then scored in full (worst-k, expected accuracy), so the front trades
-   latency, accuracy and energy (and battery life where a device runs on one).
+   the nominal floor holds; points along the chain are then scored in full (worst-k, expected
+   accuracy), so the front trades latency, accuracy and energy (and battery life where a device
+   runs on one).
 3. NSGA-II (pymoo) on `PlanProblem`, seeded with the front found so far, the candidates faster
    than it that miss a floor by the least, and the informed population below.
 
