@@ -10,7 +10,10 @@ Threads, and why:
 - the sender: takes messages from the outbox when the link has room (at most `window`
   messages in flight) and, with `emulate_latency`, not before capture time + the board's
   predicted inference + link time;
-- the heartbeat.
+- the heartbeat;
+- the update link (`update_receiver.UpdateLink`): signed updates from `.../update` are
+  verified, self-tested and their engine built there; the frame loop only swaps the prepared
+  model in between two frames (A/B slots in `--state`, `runtime.slots`).
 The outbox is bounded and drops its oldest message when full (counted), so a slow or absent
 link costs frames, never memory; the frame loop never blocks on the network.
 
@@ -20,6 +23,7 @@ is the same as `slimedge agent run ...` (options in `runtime.commands`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -64,6 +68,9 @@ class AgentConfig:
     keepalive: int = 5  # MQTT keep-alive (s): the broker sends the Will after 1.5 x this
     ca_file: Path | None = None
     connect_wait_s: float = 10.0  # how long to wait for the first connection before frames
+    # A/B model slots for signed updates (runtime.slots); None: <deploy>/../device-state/<id>
+    state: Path | None = None
+    updates: bool = True  # False: serve the deployment as given, ignore the update topic
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -98,7 +105,7 @@ class _Outgoing:
 class Agent:
     """One device's daemon around a loaded `DeviceRuntime`; `run()` until done or `stop()`."""
 
-    def __init__(self, cfg: AgentConfig, dev: DeviceRuntime) -> None:
+    def __init__(self, cfg: AgentConfig, dev: DeviceRuntime, receiver: Any = None) -> None:
         from slimedge.runtime.sources import open_source
 
         if cfg.emulate_latency and dev.predicted_latency_ms is None:
@@ -136,6 +143,12 @@ class Agent:
             will=Message(self.topic_status, "offline", 1, True),
             birth=Message(self.topic_status, "online", 1, True),
         )
+        self.updates = None  # signed updates: verified and prepared on their own thread
+        if receiver is not None:
+            from slimedge.runtime.update_receiver import UpdateLink, prepare_model
+
+            self.updates = UpdateLink(self.client, f, receiver,
+                                      functools.partial(prepare_model, dev))
 
     # ---- control -------------------------------------------------------------------------
 
@@ -158,7 +171,8 @@ class Agent:
             seq += 1
             self.client.publish(self.topic_heartbeat, heartbeat_payload(
                 self.dev, seq=seq, boot_ns=self.boot_ns, period_s=self.cfg.heartbeat_s,
-                last_frame=self.last_frame, dropped=self.dropped))
+                last_frame=self.last_frame, dropped=self.dropped,
+                update_sequence=self.update_sequence))
             with self._lock:
                 self.counts["heartbeats"] = seq
             self._stop.wait(self.cfg.heartbeat_s)
@@ -216,6 +230,8 @@ class Agent:
                    threading.Thread(target=self._sender, name="sender", daemon=True)]
         for t in threads:
             t.start()
+        if self.updates is not None:
+            self.updates.start()
         start_ns = cfg.start_at_ns if cfg.start_at_ns is not None else time.time_ns()
         period_ns = 1e9 / cfg.fps
         hold_ns = int(dev.predicted_latency_ms * 1e6) if cfg.emulate_latency else None
@@ -235,6 +251,8 @@ class Agent:
         self._stop.set()
         for t in threads:
             t.join(timeout=2.0)
+        if self.updates is not None:
+            self.updates.stop()
         self.client.stop([Message(self.topic_status, "stopped", 1, True)])
         if self.error is not None:
             raise self.error
@@ -251,6 +269,8 @@ class Agent:
                 return
             if self._stop.is_set():
                 return
+            if self.updates is not None:  # between two frames: a prepared update goes in
+                self.updates.swap_if_ready(i)
             for view, it in zip(dev.views, iters, strict=True):
                 got = next(it, None)
                 if got is None:
@@ -274,6 +294,11 @@ class Agent:
                     self.counts["frames"] += 1
             i += 1
 
+    @property
+    def update_sequence(self) -> int:
+        """The signed update served (0: the deployment as provisioned)."""
+        return self.updates.sequence if self.updates is not None else 0
+
     def summary(self) -> dict[str, Any]:
         import statistics
 
@@ -285,6 +310,7 @@ class Agent:
 
         return {
             "device": dev.device, "board": dev.board, "runtime": dev.runtime,
+            "update_sequence": self.update_sequence,
             "fleet": dev.fleet, "deployment_id": dev.deployment_id, "views": list(dev.views),
             "model_hash": dev.model_hash, "key": dev.key_fingerprint,
             "arena_bytes": dev.arena_bytes, "arena_budget_bytes": dev.arena_budget_bytes,
@@ -301,7 +327,17 @@ class Agent:
 def run_agent(cfg: AgentConfig) -> dict[str, Any]:
     """Verify, load and run until the frames are done or SIGTERM/SIGINT; then "stopped"."""
     dev = load_device(cfg.deploy, cfg.device, cfg.public_key)
-    agent = Agent(cfg, dev)
+    receiver = None
+    if cfg.updates:
+        from slimedge.runtime.device_setup import provisioned_key
+        from slimedge.runtime.update_receiver import open_updates, serve_model
+
+        state = cfg.state or cfg.deploy.resolve().parent / "device-state" / cfg.device
+        receiver, path, info = open_updates(state, cfg.deploy, cfg.device, dev.board,
+                                            provisioned_key(cfg.public_key))
+        if info.model_sha256 != dev.model_hash:  # an update applied before this start
+            serve_model(dev, path, info)
+    agent = Agent(cfg, dev, receiver)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -35,6 +35,11 @@ def add_agent_run_options(p: argparse.ArgumentParser) -> None:
                    help="frames waiting for the link before the oldest is dropped")
     p.add_argument("--keepalive", type=int, default=5,
                    help="MQTT keep-alive in seconds (the Will fires after 1.5 x this)")
+    p.add_argument("--state", default=None, metavar="DIR",
+                   help="where the device keeps its A/B model slots for signed updates "
+                        "(default <deploy>/../device-state/<device>)")
+    p.add_argument("--no-updates", dest="updates", action="store_false",
+                   help="serve the deployment as given; ignore pushed updates")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -48,5 +53,6 @@ def agent_run(args: argparse.Namespace) -> dict[str, Any]:
         public_key=Path(args.public_key) if args.public_key else None, source=args.source,
         fps=args.fps, frames=args.frames, start_at_ns=args.start_at,
         heartbeat_s=args.heartbeat, emulate_latency=args.emulate_latency, outbox=args.outbox,
-        keepalive=args.keepalive, ca_file=Path(args.ca_file) if args.ca_file else None)
+        keepalive=args.keepalive, ca_file=Path(args.ca_file) if args.ca_file else None,
+        state=Path(args.state) if args.state else None, updates=args.updates)
     return run_agent(cfg)
