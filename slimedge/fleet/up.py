@@ -57,6 +57,7 @@ DEFAULT_HEARTBEAT_S = 1.0
 AGGREGATOR = "aggregator"
 # Beside the deployment (not the demo's own `fleet/` stage folder, which is replaced whole).
 RUNS_DIR = "fleet-runs"
+STATE_DIR = "state"  # <run>/state/<device>: each agent's model slots
 # Seconds from launching the processes to the first frame: a base plus a share per process
 # (each imports NumPy, LiteRT and paho and verifies the deployment; on a busy 2-core machine
 # a dozen of them take several seconds). `--startup-s` overrides it.
@@ -227,7 +228,10 @@ def agent_argv(p: Prepared, device: str, broker: str, start_ns: int) -> list[str
                      "--broker", broker, "--public-key", str(p.public_key),
                      "--source", f"replay:{p.dataset}", "--fps", f"{p.fps:g}",
                      "--frames", str(p.frames), "--start-at", str(start_ns),
-                     "--heartbeat", f"{p.heartbeat_s:g}")
+                     "--heartbeat", f"{p.heartbeat_s:g}",
+                     # Model slots per run: each run starts from the deployment, and a
+                     # restart inside the run keeps what the device had.
+                     "--state", str(p.run_dir / STATE_DIR / device))
     return [*argv, "--emulate-latency"] if p.emulate_latency else argv
 
 
