@@ -23,8 +23,10 @@ _DISTRIBUTIONS = {
 }
 
 
-def versions() -> dict[str, str]:
-    """Versions of Python and of the libraries a model's bytes depend on (installed ones)."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of Python and of the libraries a model's bytes depend on (installed ones),
+    plus those of the `extra` distributions a benchmark also depends on ("not installed" when
+    absent, so a table says so)."""
     out = {"python": platform.python_version()}
     for name, dists in _DISTRIBUTIONS.items():
         for dist in dists:
@@ -33,6 +35,11 @@ def versions() -> dict[str, str]:
                 break
             except PackageNotFoundError:
                 continue
+    for dist in extra:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
     return out
 
 

@@ -18,9 +18,7 @@ hashes); `--json` prints one object.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,27 +26,11 @@ import threading
 import time
 from pathlib import Path
 
+from slimedge import provenance
 from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
 from slimedge.fleet.broker import start_broker
 from slimedge.runtime import frames, topics
 from slimedge.runtime.mqtt import MqttClient
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def run_once(deploy: Path, key: Path, device: str, url: str, fleet: str, n: int,
@@ -125,11 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "case": {"deployment_id": m.deployment_id, "frames": args.frames, "fps": args.fps,
                  "repeats": args.repeats, "broker": broker_kind},
         "devices": rows,
-        "cpu": cpu_name(),
-        "versions": {"python": platform.python_version(), "paho-mqtt": _version("paho-mqtt"),
-                     "ai-edge-litert": _version("ai-edge-litert"),
-                     "tflite-micro": _version("tflite-micro"),
-                     "slimedge": _version("slimedge")},
+        "cpu": provenance.cpu_name(),
+        "versions": provenance.versions(extra=("paho-mqtt",)),
     }
     if args.json:
         print(json.dumps(result))

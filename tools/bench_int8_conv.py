@@ -35,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from slimedge import provenance  # noqa: E402
+
 CIN = (16, 32, 64)
 COUT = (8, 16, 32, 64, 96, 128, 256)
 SIDE = 24
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                         "tensorflow": version("tensorflow-cpu") if _has("tensorflow-cpu")
                         else version("tensorflow"), "python": platform.python_version(),
                         "machine": platform.machine()},
-           "cpu_flags": _cpu_flags(), "grid": channel_grid(args.invokes)}
+           "cpu_flags": provenance.cpu_flags(), "grid": channel_grid(args.invokes)}
     if args.ladder:
         out["by_layer"] = by_layer(args.ladder, args.level, args.invokes)
     if args.widths:
@@ -209,16 +211,6 @@ def _has(dist: str) -> bool:
         return False
 
 
-def _cpu_flags() -> list[str]:
-    """The CPU's int8-relevant ISA flags (Linux), which decide XNNPACK's kernels."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
-    return [f for f in wanted if f in flags]
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_aggregate import pool_reference  # noqa: E402
 
 import slimedge  # noqa: E402
-from slimedge import _core  # noqa: E402
+from slimedge import _core, provenance  # noqa: E402
 from slimedge.artifacts import sha256_file  # noqa: E402
 from slimedge.export import agreement  # noqa: E402
 from slimedge.runtime import frames, topics  # noqa: E402
@@ -55,15 +54,6 @@ TARGET_ADDED_MS = 1.0
 T0 = 1_800_000_000 * 1_000_000_000
 FRAME_NS = 1_000_000  # simulated time between frames: 1 ms
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def numpy_pool(features, mask, weights=None, *, mode="max", scale=None, zero_point=None):
@@ -198,11 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                     "met_wall": (cpp["fps_wall"] >= TARGET_FPS
                                  and cpp["added_p99_wall_ms"] <= TARGET_ADDED_MS)},
         "provenance": {
-            "cpu": cpu_name(), "load_average": load, "deployment_id": dep.deployment_id,
+            "cpu": provenance.cpu_name(), "load_average": load, "deployment_id": dep.deployment_id,
             "head_sha256": sha256_file(dep.head_path),
             "device_model_sha256": sorted({s.model_hash[:16] for s in dep.devices.values()}),
             "slimedge": slimedge.__version__, "numpy": np.__version__,
-            "ai_edge_litert": _version("ai-edge-litert"), "python": platform.python_version(),
+            "ai_edge_litert": provenance.versions().get("ai-edge-litert", "not installed"),
+            "python": provenance.versions()["python"],
         },
     }
     if args.json:
@@ -233,13 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -64,26 +63,20 @@ def _device(argv: list[str]) -> int:
     return 0
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    for pkg in ("slimedge", "ai-edge-litert", "tflite-micro", "paho-mqtt", "cryptography"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+
+
+
+def _versions() -> dict[str, str]:
+    from slimedge import provenance
+
+    return provenance.versions(extra=("paho-mqtt", "cryptography"))
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from slimedge import provenance
+
+    return f"{provenance.cpu_name()} ({os.cpu_count()} cores)"
 
 
 def _median(xs: list[float]) -> float | None:

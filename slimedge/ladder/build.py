@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from slimedge import provenance
 from slimedge.artifacts import atomic_dir, sha256_file, write_json
 from slimedge.convert import FORMATS, to_tflite
 from slimedge.data.container import Dataset
@@ -106,35 +107,8 @@ def model_hash(train_record: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    from slimedge import __version__
-
-    out = {"slimedge": __version__, "python": platform.python_version(),
-           "numpy": np.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
-    try:
-        from importlib.metadata import version
-
-        out["ai-edge-litert"] = version("ai-edge-litert")
-        out["tflite-micro"] = version("tflite-micro")
-    except Exception:  # noqa: BLE001 - versions are provenance, not a requirement
-        pass
-    return out
 
 
-def _host() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
-            "threads_used": 1}
 
 
 def calibration_images(dataset: Dataset, n: int, seed: int) -> np.ndarray:
@@ -358,7 +332,9 @@ def build_ladder(dataset: Dataset, model_dir: str | os.PathLike, out: str | os.P
             "criterion": cfg.criterion, "channel_multiple": cfg.channel_multiple,
             "original_channels": original, "config": cfg.to_dict(),
             "head_classifier_macs": int(sum(w.size for w in classifier.weights)),
-            "host": _host(), "versions": _versions(), "levels": entries,
+            "host": {"cpu": provenance.cpu_name(), "machine": platform.machine(),
+                     "cores": os.cpu_count(), "threads_used": 1},
+            "versions": provenance.versions(), "levels": entries,
         }
         for split in CACHED_SPLITS:
             ev = Evaluator.from_ladder(tmp, split, manifest=manifest)
