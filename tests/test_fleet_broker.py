@@ -32,3 +32,17 @@ def test_bad_requests_are_refused(tmp_path):
         start_broker(kind="rabbit")
     with pytest.raises(BrokerError, match="embedded broker takes no Mosquitto config"):
         start_broker(kind="embedded", config_extras=["acl_file x"])
+
+
+@pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
+def test_a_relative_workdir_starts(tmp_path, monkeypatch, kind):
+    """`slimedge demo` with the default `--work ./slimedge-work` gives the broker a relative
+    folder; the broker runs inside it, so the config path must not be relative twice."""
+    if kind == "mosquitto" and not mosquitto_path():
+        pytest.skip("mosquitto not installed")
+    monkeypatch.chdir(tmp_path)
+    broker = start_broker(kind=kind, workdir="work/broker")
+    try:
+        assert broker.running and broker.workdir == (tmp_path / "work" / "broker")
+    finally:
+        broker.stop()

@@ -177,7 +177,9 @@ def start_broker(
         raise BrokerError("config_extras: the embedded broker takes no Mosquitto config "
                           f"(got {list(config_extras)[:2]}...)")
     own = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="slimedge-broker-") if own else workdir)
+    # Absolute: the broker runs with the folder as its working directory, so a relative
+    # config path would be resolved twice (a relative --work failed this way).
+    work = Path(tempfile.mkdtemp(prefix="slimedge-broker-") if own else workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
     lines = [
