@@ -15,7 +15,7 @@ twice per simulated second), pinned to one CPU core. Per case:
 
 Cases: pooling by the C++ core (what the aggregator runs) and by the NumPy reference of the
 core (tests/reference_aggregate.py, swapped in for this run only). Medians over repeats.
-Targets (issue 11): >= 2,000 frames/s and <= 1 ms added per frame.
+Targets: >= 2,000 frames/s and <= 1 ms added per frame.
 
     python tools/bench_runtime.py --deploy slimedge-work/deploy [--frames 2000] [--json]
 """
