@@ -170,6 +170,15 @@ def _push_parser(sub: argparse._SubParsersAction) -> None:
              "per-device updates over MQTT", cmd.push, cmd.add_push_options)
 
 
+def _controller_parser(sub: argparse._SubParsersAction) -> None:
+    from slimedge.fleet import controller as cmd
+
+    csub = _group(sub, "controller", "the host process that replans when a device dies")
+    _command(csub, "run", "watch the fleet; when a device stays dead (or comes back) replan, "
+             "export and push the changed devices", cmd.controller_run,
+             cmd.add_controller_options)
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     from slimedge import demo
 
@@ -205,6 +214,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _aggregator_parsers(sub)
     _agent_parsers(sub)
     _push_parser(sub)
+    _controller_parser(sub)
     _demo_parser(sub)
     return parser
 

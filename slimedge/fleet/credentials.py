@@ -7,8 +7,8 @@ Users and what the ACL lets them do (topics from `slimedge.runtime.topics`):
 - each device `<id>`: write its own features, heartbeat, status (its Will too) and ack; read
   its own update topic. Nothing of another device.
 - `aggregator`: read every device's features, heartbeat and status; write the results topic.
-- `controller` (pushes updates): write every device's update topic; read acks, status,
-  heartbeats and results.
+- `controller` (pushes updates): write and read every device's update topic (push reads the
+  retained offers to learn the last sequence issued); read acks, status, heartbeats and results.
 
 Files written to --out: `passwd` (PBKDF2-SHA512, Mosquitto 2's `$7$` format, written here so
 `mosquitto_passwd` is not needed), `acl`, `mosquitto.conf` (the lines to add to a broker's
@@ -78,7 +78,8 @@ def acl_text(fleet: str, devices: list[str]) -> str:
               f"topic read {topics.status_all(fleet)}",
               f"topic write {topics.results(fleet)}", ""]
     lines += [f"user {CONTROLLER_USER}",
-              f"topic write {topics.PREFIX}/{fleet}/+/update",
+              # readwrite: push reads the retained offers (the last sequence issued)
+              f"topic readwrite {topics.PREFIX}/{fleet}/+/update",
               f"topic read {topics.ack_all(fleet)}",
               f"topic read {topics.status_all(fleet)}",
               f"topic read {topics.heartbeat_all(fleet)}",
