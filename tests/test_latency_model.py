@@ -1,5 +1,7 @@
-"""Latency model forms: the kernel-set fits and their fit-quality rule, the three cost models
-("mac", "per-layer", "authors"), the link's expected and worst wait, on every catalog board."""
+"""Latency model forms: the fits and their fit-quality rule (used for the kernel profiles and
+the host-timing check), the three cost models ("mac", "per-layer", "authors"), the link's
+expected and worst wait, on every catalog board. The profiles themselves:
+tests/test_kernel_profiles.py."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import pytest
 from slimedge.devices import load_catalog, load_fleet, resolve_fleet_path
 from slimedge.devices.calibration import (
     FORM_GAIN,
-    KERNEL_SET_OF_CLASS,
     choose_form,
     fit_kernel_set,
     fit_kernel_sets,
@@ -24,6 +25,7 @@ from slimedge.devices.cost import (
     default_cost_model,
     make_cost_model,
 )
+from slimedge.devices.kernel_profiles import load_profiles
 from slimedge.devices.latency_model import AuthorsModel, CostModel, mac_ms
 from slimedge.devices.link import LINK_LATENCIES, transfer_ms, wait_ms
 
@@ -137,10 +139,12 @@ def test_unknown_kernel_set_and_cost_model_are_refused():
 # --------------------------------------------------------------------------- the cost models
 
 
-def test_default_cost_model_follows_the_calibration_data():
+def test_default_cost_model_follows_the_per_operator_work():
     levels = layered_levels("mac")
     assert default_cost_model(levels) == "per-layer"
-    bare = [{k: v for k, v in e.items() if k != "latency_ms_kernels"} for e in levels]
+    untimed = [{k: v for k, v in e.items() if k != "latency_ms_kernels"} for e in levels]
+    assert default_cost_model(untimed) == "per-layer"  # host timing plays no part
+    bare = [{k: v for k, v in e.items() if k != "layers"} for e in levels]
     assert default_cost_model(bare) == "mac"
 
 
@@ -157,23 +161,26 @@ def test_every_model_times_every_board(board_id):
         assert np.all(np.diff(t) <= 1e-12), f"{name}: pruning never slows a level down"
     mac = make_cost_model("mac", levels, CATALOG.values()).inference_ms(board)
     assert mac == pytest.approx(mac_ms(macs, board, board.preferred_format))
-    # per-layer: the board figure sets the full branch, the measured fit the shape.
+    # per-layer: the board figure sets the full branch, the board's kernel profile the shape.
     per_layer = make_cost_model("per-layer", levels, CATALOG.values())
     t = per_layer.inference_ms(board)
-    fit = fit_kernel_set(levels, KERNEL_SET_OF_CLASS[board.board_class])
-    assert per_layer.form(board) == fit.form == "per-layer"
-    shape = np.array(fit.chosen.predicted_ms)
     assert t[0] == pytest.approx(mac[0])
+    if board.kernels is None:
+        assert per_layer.form(board) == "board" and t == pytest.approx(mac)
+        return
+    profile = load_profiles()[board.kernels.key]
+    assert per_layer.form(board) == profile.form
+    shape = profile.instructions(levels)
     assert t == pytest.approx(mac[0] * shape / shape[0])
 
 
-def test_per_layer_falls_back_to_board_figures_where_latency_is_flat():
-    levels = layered_levels("flat")
-    model = make_cost_model("per-layer", levels, CATALOG.values())
-    board = CATALOG["nrf52840"]
-    assert model.form(board) == "board"
-    assert model.inference_ms(board) == pytest.approx(
-        make_cost_model("mac", levels, CATALOG.values()).inference_ms(board))
+def test_per_layer_ignores_what_the_host_timed():
+    flat, slow = layered_levels("flat"), layered_levels("per-layer")
+    for a, b in zip(flat, slow, strict=True):
+        assert a["latency_ms_kernels"] != b["latency_ms_kernels"]
+    for board in CATALOG.values():
+        assert make_cost_model("per-layer", flat, [board]).inference_ms(board) == \
+            pytest.approx(make_cost_model("per-layer", slow, [board]).inference_ms(board))
 
 
 def test_authors_formula_by_hand():
@@ -201,7 +208,10 @@ def test_cost_table_records_model_link_and_forms():
     for name, table in tables.items():
         assert table.cost_model == name and table.link_latency == "expected"
         assert table.total_ms == pytest.approx(table.inference_ms + table.transfer_ms[:, None])
-    assert set(tables["per-layer"].forms) == {"per-layer"}
+    forms = dict(zip(tables["per-layer"].boards, tables["per-layer"].forms, strict=True))
+    assert forms["nrf52840"] == "per-layer"  # Cortex-M4 CMSIS-NN: the per-layer fit
+    assert forms["rpi4b"] == "mac"  # Cortex-A72 XNNPACK: MAC-linear fits better
+    assert forms["jetson_nano"] == "board"  # no kernel profile
     assert set(tables["mac"].forms) == {"board"}
     # Memory does not depend on the cost model.
     assert np.array_equal(tables["mac"].fits, tables["authors"].fits)
@@ -277,11 +287,19 @@ def test_fit_tool_prints_ratios_per_kernel_set_and_form(tmp_path, capsys):
     want = fit_kernel_set(levels, "reference").fits["per-layer"].predicted_ms
     assert ref["fits"]["per-layer"]["predicted_ms"] == pytest.approx(list(want))
     boards = {b["board"]: b for b in out["boards"]}
-    assert boards["nrf52840"]["kernel_set"] == "reference"
+    assert boards["nrf52840"]["kernel_profile"] == "cortex-m4-cmsis-nn"
     assert boards["nrf52840"]["form"] == "per-layer"
+    counted = {c["profile"]: c for c in out["counted"]}
+    m4 = counted["cortex-m4-cmsis-nn"]
+    assert m4["chosen"] == "per-layer" and m4["same_ladder"] is False
+    assert m4["host_kernel_set"] == "reference" and len(m4["host_speedup"]) == len(levels)
+    assert max(abs(r - 1) for r in m4["forms"]["per-layer"]["ratio"]) == pytest.approx(
+        m4["forms"]["per-layer"]["max_rel_error"])
     assert tool.main([str(root), "--cost-model", "authors"]) == 0
     text = capsys.readouterr().out
     assert "kernel set reference (runs on: mcu): chosen form per-layer" in text
+    assert "cortex-m4-cmsis-nn: firmware_configs/kernels/counted/" in text
+    assert "host reference (timed)" in text
     assert "ratio" in text and "cost model authors" in text
 
 

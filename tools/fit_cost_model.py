@@ -2,6 +2,17 @@
 """Latency-model fit of a ladder, and the predicted latency of each level on every catalog board.
 
     tools/fit_cost_model.py LADDER [--json] [--catalog DIR] [--measure] [--cost-model NAME]
+    tools/fit_cost_model.py --write-profile [DIR]      (then LADDER is optional)
+
+The cost model's shape comes from the kernel profiles (`slimedge.devices.kernel_profiles`):
+both forms, MAC-linear and per-layer, fitted to the instructions per invoke counted on emulated
+cores (`firmware_configs/kernels/counted/`). `--write-profile` refits them from those counts
+and writes `<core>-<set>.yaml` into DIR (default: the catalog's `firmware_configs/kernels`).
+For a ladder the tool prints, per profile and form, predicted / counted instructions level by
+level, the speed-up over the least-pruned level counted, predicted by each form on THIS
+ladder's levels, and measured on this host (`latency_ms_kernels`, the host's LiteRT kernel set
+of the same name; CMSIS-NN against the host's reference kernels, bit-exact with TFLite Micro):
+a check of host timing against the counts, which the planner never uses.
 
 For each kernel set the ladder timed its int8 branch under (`latency_ms_kernels`; `--measure`
 times them now from the level files, with the per-operator MACs, for a ladder built before
@@ -40,13 +51,18 @@ import scipy
 import slimedge
 from slimedge.devices import load_catalog
 from slimedge.devices.calibration import KERNEL_SET_OF_CLASS, fit_kernel_sets, fit_measured
-from slimedge.devices.catalog import FORMATS, devices_dir
+from slimedge.devices.catalog import FORMATS, devices_dir, kernels_dir
 from slimedge.devices.cost import (
     COST_MODELS,
     CostTable,
     aggregator_ms,
     calibrate_host,
     head_macs,
+)
+from slimedge.devices.kernel_profiles import (
+    fit_counted,
+    load_profiles,
+    profile_yaml,
 )
 from slimedge.errors import SlimEdgeError
 from slimedge.ladder.store import level_dir, read_manifest
@@ -77,6 +93,58 @@ def measured_formats(levels: list[dict[str, Any]]) -> list[str]:
                 fmt == "int8" and "latency_ms_int8" in e)
         if all(has(e) for e in levels):
             out.append(fmt)
+    return out
+
+
+def write_profiles(out_dir: Path, counted: Path | None = None) -> list[Path]:
+    """Refit every counted column (`counted/sources.yaml`) and write its profile file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for col in fit_counted(counted):
+        path = out_dir / f"{col.key}.yaml"
+        path.write_text(profile_yaml(col.document()))
+        written.append(path)
+    return written
+
+
+def _host_set(kernel_set: str) -> str:
+    """The host LiteRT kernel set timed for a profile's set: CMSIS-NN computes TFLite Micro's
+    arithmetic, which the host's reference kernels reproduce bit for bit."""
+    return "reference" if kernel_set == "cmsis-nn" else kernel_set
+
+
+def counted_check(levels: list[dict[str, Any]], counted: Path | None = None) -> list[dict]:
+    """Per counted column: both forms' predicted / counted instructions per level, and the
+    speed-up over level 0 counted, predicted on this ladder by the profile and timed here."""
+    profiles = load_profiles()
+    out = []
+    for col in fit_counted(counted):
+        same = len(col.levels) == len(levels) and all(
+            int(a["macs"]) == int(b["macs"]) for a, b in zip(col.levels, levels, strict=False))
+        counts = np.array(col.counts)
+        forms = {}
+        for name, f in col.fit.fits.items():
+            pred = np.array(f.predicted_ms)  # fit_measured's unit is the counts' (instructions)
+            forms[name] = {"predicted": pred.tolist(), "ratio": (pred / counts).tolist(),
+                           "max_rel_error": f.max_rel_error,
+                           "loo_rel_rms": None if math.isnan(f.loo_rel_rms) else f.loo_rel_rms}
+        profile = profiles.get(col.key)
+        ladder_speedup = None
+        if profile is not None:
+            inst = profile.instructions(levels)
+            ladder_speedup = {"form": profile.form_for(levels),
+                              "speedup": (inst[0] / inst).tolist()}
+        host_set = _host_set(col.kernel_set)
+        host = [e.get("latency_ms_kernels", {}).get(host_set) for e in levels]
+        host_speedup = ([host[0] / h for h in host] if all(host) else None)
+        out.append({"profile": col.key, "column": col.column, "source": dict(col.source),
+                    "chosen": col.fit.form, "reason": col.fit.reason,
+                    "in_catalog": profile is not None,
+                    "levels": [e["level"] for e in col.levels],
+                    "macs": [e["macs"] for e in col.levels], "counts": list(col.counts),
+                    "counted_speedup": (counts[0] / counts).tolist(), "forms": forms,
+                    "same_ladder": same, "ladder_speedup": ladder_speedup,
+                    "host_kernel_set": host_set, "host_speedup": host_speedup})
     return out
 
 
@@ -147,12 +215,14 @@ def analyse(ladder: Path, catalog_dir: Path | None, *, measure: bool = False,
         }
     table = CostTable.for_boards(levels, catalog, int(manifest["feature_dim"]),
                                  cost_model=cost_model)
+    counted = counted_check(levels)
     boards = []
     for i, board_id in enumerate(table.devices):
         boards.append({
             "board": board_id,
             "format": table.formats[i],
-            "kernel_set": KERNEL_SET_OF_CLASS[catalog[board_id].board_class],
+            "kernel_profile": (catalog[board_id].kernels.key
+                               if catalog[board_id].kernels else None),
             "form": table.forms[i],
             "inference_ms": table.inference_ms[i].tolist(),
             "transfer_ms": float(table.transfer_ms[i]),
@@ -168,6 +238,7 @@ def analyse(ladder: Path, catalog_dir: Path | None, *, measure: bool = False,
         "macs": [float(e["macs"]) for e in levels],
         "host": manifest.get("host"),
         "ladder_versions": manifest.get("versions"),
+        "counted": counted,
         "kernel_fits": {k: f.to_dict() for k, f in kernel_fits.items()},
         "reference_checks": [reference_check(p, levels, table, catalog)
                              for p in reference_csvs or []],
@@ -203,6 +274,7 @@ def print_report(r: dict[str, Any]) -> None:
     if r["ladder_versions"]:
         print(f"ladder versions: {json.dumps(r['ladder_versions'])}")
     print("this run: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()))
+    print_counted(r)
     print_kernel_fits(r)
     for ref in r["reference_checks"]:
         print_reference_check(ref, r["levels"])
@@ -243,6 +315,41 @@ def print_report(r: dict[str, Any]) -> None:
                  if agg["host_ms"] is not None else ""))
 
 
+def _row(label: str, xs: list[float] | None, width: int = 24, fmt: str = ">7.2f") -> str:
+    cells = "".join(f"{x:{fmt}}" for x in xs) if xs is not None else "  n/a"
+    return f"    {label:<{width}}{cells}"
+
+
+def print_counted(r: dict[str, Any]) -> None:
+    """The kernel profiles' fits to the counted instructions, and the checks against them."""
+    print("\nkernel profiles: both forms fitted to instructions per invoke counted on emulated "
+          "cores (firmware_configs/kernels/counted); the cost model uses the chosen form")
+    print(f"  {'profile':<22}{'form':<11}{'max|rel|':>10}{'LOO rel RMS':>13}  chosen")
+    for c in r["counted"]:
+        for name, f in c["forms"].items():
+            loo = "n/a" if f["loo_rel_rms"] is None else f"{f['loo_rel_rms']:.3f}"
+            mark = "yes" if name == c["chosen"] else ""
+            print(f"  {c['profile']:<22}{name:<11}{f['max_rel_error']:>10.3f}{loo:>13}  {mark}")
+    for c in r["counted"]:
+        src = c["source"]
+        print(f"\n{c['profile']}: {src['counts']} column {src['column']} (model "
+              f"{src['model_hash']}); chosen {c['chosen']}: {c['reason']}"
+              + ("" if c["in_catalog"] else "; no profile file in the catalog"))
+        print("  " + f"{'level':>6}{'counted':>15}"
+              + "".join(f"{name + ' ratio':>18}" for name in c["forms"]))
+        for j, lv in enumerate(c["levels"]):
+            cells = "".join(f"{c['forms'][n]['ratio'][j]:>18.3f}" for n in c["forms"])
+            print(f"  {lv:>6.3g}{c['counts'][j]:>15,.0f}{cells}")
+        print("  speed-up over the least-pruned level (ratio = predicted / counted above):")
+        print(_row("", c["levels"], fmt=">7.3g"))
+        print(_row("counted", c["counted_speedup"]))
+        if c["ladder_speedup"]:
+            note = "" if c["same_ladder"] else " (another ladder)"
+            print(_row(f"profile {c['ladder_speedup']['form']}{note}",
+                       c["ladder_speedup"]["speedup"]))
+        print(_row(f"host {c['host_kernel_set']} (timed)", c["host_speedup"]))
+
+
 def print_kernel_fits(r: dict[str, Any]) -> None:
     """Per kernel set: measured ms, and predicted / measured per level for each model form."""
     fits = r["kernel_fits"]
@@ -250,7 +357,8 @@ def print_kernel_fits(r: dict[str, Any]) -> None:
         print("\nno kernel-set latencies in this ladder (rebuild it, or pass --measure)")
         return
     note = " (measured now, --measure)" if r["calibration_measured_now"] else ""
-    print(f"\nlatency model fit per kernel set and form{note}")
+    print(f"\nhost-timed latency per LiteRT kernel set{note}: both forms, a check only (the "
+          "planner uses the kernel profiles above, never host timing)")
     print(f"  {'kernel set':<11}{'runs on':<20}{'form':<11}{'R²':>8}{'max|rel|':>10}"
           f"{'LOO rel RMS':>13}  chosen")
     for k, f in fits.items():
@@ -316,7 +424,11 @@ def _ms(x: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("ladder", type=Path, help="ladder directory (holds manifest.json)")
+    ap.add_argument("ladder", type=Path, nargs="?",
+                    help="ladder directory (holds manifest.json)")
+    ap.add_argument("--write-profile", type=Path, nargs="?", const=True, default=None,
+                    metavar="DIR", help="refit the kernel profiles from the counted "
+                    "instructions and write them into DIR (default: firmware_configs/kernels)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--catalog", type=Path, default=None,
                     help="board catalog directory (default: firmware_configs/devices)")
@@ -329,7 +441,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="instructions per inference counted on an emulated board "
                          "(repeatable; see the module docstring)")
     args = ap.parse_args(argv)
+    if args.write_profile is None and args.ladder is None:
+        ap.error("give a LADDER, --write-profile, or both")
     try:
+        if args.write_profile is not None:
+            out = kernels_dir() if args.write_profile is True else args.write_profile
+            for path in write_profiles(out):
+                print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+        if args.ladder is None:
+            return 0
         result = analyse(args.ladder, args.catalog, measure=args.measure,
                          cost_model=args.cost_model, reference_csvs=args.reference_csv)
     except SlimEdgeError as exc:

@@ -60,6 +60,7 @@ __all__ = [
     "FORM_GAIN",
     "KERNEL_SETS",
     "KERNEL_SET_OF_CLASS",
+    "LAYER_COLUMNS",
     "LOW_R2",
     "OP_KINDS",
     "FormFit",
@@ -71,6 +72,7 @@ __all__ = [
     "fit_kernel_sets",
     "fit_measured",
     "has_calibration",
+    "layer_work",
 ]
 
 KERNEL_SETS = ("xnnpack", "builtin", "reference")  # = slimedge.profile.litert.KERNELS
@@ -177,11 +179,15 @@ class KernelFit:
                 "fits": {k: f.to_dict() for k, f in self.fits.items()}}
 
 
-def _layer_columns(levels: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray] | None:
-    """Per-layer design matrix (levels x columns), or None when a level has no `layers`."""
+LAYER_COLUMNS = ("n_ops", *(f"macs_{k}" for k in OP_KINDS), "out_elements")
+
+
+def layer_work(levels: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """(levels x `LAYER_COLUMNS`) per-operator work of each level (`levels[i]["layers"]`), or
+    None when a level has no `layers`."""
     if not all(isinstance(e, Mapping) and "layers" in e for e in levels):
         return None
-    names = ["n_ops", *(f"macs_{k}" for k in OP_KINDS), "out_elements"]
+    names = LAYER_COLUMNS
     rows = []
     for i, e in enumerate(levels):
         layers = e["layers"]
@@ -200,9 +206,16 @@ def _layer_columns(levels: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.n
                 row[f"macs_{kind}"] += number(op, None, "macs")
             row["out_elements"] += number(op, None, "out_elements")
         rows.append([row[n] for n in names])
-    X = np.array(rows, float)
+    return np.array(rows, float)
+
+
+def _layer_columns(levels: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray] | None:
+    """Per-layer design matrix without the columns that are zero at every level, or None."""
+    X = layer_work(levels)
+    if X is None:
+        return None
     keep = [j for j in range(X.shape[1]) if np.any(X[:, j] > 0)]
-    return [names[j] for j in keep], X[:, keep]
+    return [LAYER_COLUMNS[j] for j in keep], X[:, keep]
 
 
 def _fit_form(form: str, columns: list[str], X: np.ndarray, y: np.ndarray) -> FormFit:

@@ -122,6 +122,9 @@ TEXT_FIELDS = {
     "notes": False,
     "cpu.core": True,
     "link.medium": True,
+    "kernels.core": False,
+    "kernels.set": False,
+    "kernels.source": False,
 }
 SECTIONS = {
     "cpu": ("core", "clock", "cores"),
@@ -131,6 +134,7 @@ SECTIONS = {
     "power": ("typical", "active", "idle"),
     "battery": ("capacity",),
     "failure": ("probability", "window"),
+    "kernels": ("core", "set", "source"),
 }
 TOP_KEYS = (
     "id",
@@ -147,6 +151,7 @@ TOP_KEYS = (
     "power",
     "battery",
     "failure",
+    "kernels",
     "notes",
 )
 
@@ -235,6 +240,19 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class KernelRef:
+    """The kernel profile a board runs (`firmware_configs/kernels/<core>-<set>.yaml`)."""
+
+    core: str
+    kernel_set: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.core}-{self.kernel_set}"
+
+
+@dataclass(frozen=True)
 class Board:
     """One board from the catalog, every number in SI units (bytes as int)."""
 
@@ -265,6 +283,15 @@ class Board:
     @property
     def model_storage_bytes(self) -> int:
         return self.memory.model_storage_bytes
+
+    @property
+    def kernels(self) -> KernelRef | None:
+        """The kernel profile this board runs (its `kernels` section), or None: the cost model
+        then uses the board's own figures alone."""
+        if "kernels.core" not in self.texts:
+            return None
+        t = self.texts
+        return KernelRef(t["kernels.core"], t["kernels.set"], t["kernels.source"])
 
     def throughput(self, fmt: str | None = None) -> float:
         """Effective MAC/s in `fmt` (default: the preferred format)."""
@@ -380,6 +407,8 @@ class Board:
             "formats": list(self.formats),
             "preferred_format": self.preferred_format,
             "link_medium": self.link.medium,
+            "kernels": ({"core": self.kernels.core, "set": self.kernels.kernel_set,
+                         "source": self.kernels.source} if self.kernels else None),
             "notes": self.notes,
             "fields": fields,
         }
@@ -398,6 +427,15 @@ def firmware_configs_dir() -> Path:
 
 def devices_dir() -> Path:
     return firmware_configs_dir() / "devices"
+
+
+def kernels_dir() -> Path:
+    """Kernel profiles: `$SLIMEDGE_FIRMWARE_CONFIGS/kernels` where that folder exists (a
+    catalog copied without them still uses the repository's), else the repository's."""
+    configured = firmware_configs_dir() / "kernels"
+    if configured.is_dir():
+        return configured
+    return Path(__file__).resolve().parents[2] / "firmware_configs" / "kernels"
 
 
 def fleets_dir() -> Path:
@@ -583,6 +621,33 @@ def _check_class_rules(
             f"(expected one of {', '.join(LINK_MEDIA)})",
         )
     check_budgets(quantities, lambda field_path, msg: reader.fail(field_path, msg))
+    _check_kernels(reader, texts)
+
+
+def _check_kernels(reader: FileReader, texts: dict[str, Any]) -> None:
+    """A `kernels` section states core, set and source, and names a profile that exists."""
+    given = [k for k in ("core", "set", "source") if f"kernels.{k}" in texts]
+    if not given:
+        return
+    for key in ("core", "set", "source"):
+        if key not in given:
+            raise reader.fail(f"kernels.{key}", "missing (a kernels section states core, set "
+                                                "and source)")
+    from slimedge.devices.kernel_profiles import load_profiles  # reads this module
+
+    directory = kernels_dir()
+    profiles = load_profiles(directory)
+    core, kernel_set = texts["kernels.core"], texts["kernels.set"]
+    cores = sorted({p.core for p in profiles.values()})
+    if core not in cores:
+        raise reader.fail("kernels.core", f"no kernel profile for core {core!r}"
+                                          f"{suggest(core, cores)} in {directory} "
+                                          f"(cores: {', '.join(cores)})")
+    if f"{core}-{kernel_set}" not in profiles:
+        sets = sorted(p.kernel_set for p in profiles.values() if p.core == core)
+        raise reader.fail("kernels.set", f"no kernel profile {kernel_set!r} for core {core!r}"
+                                         f"{suggest(kernel_set, sets)} in {directory} "
+                                         f"(sets of {core}: {', '.join(sets)})")
 
 
 def check_budgets(quantities: Mapping[str, Quantity], fail: Any) -> None:

@@ -11,19 +11,21 @@ inference time of every level (`CostModel.inference_ms(board, fmt)` -> (L,) ms).
   overhead_B = `compute.overhead`, R_B(f) = `board.throughput(f)` (effective MAC/s measured
   on published whole-model benchmarks, so kernel efficiency is in it).
 
-- "per-layer" (measured shape, board scale)::
+- "per-layer" (counted shape, board scale)::
 
-      t(L, B) = t_mac(L0, B) x t_K(L) / t_K(L0)
+      t(L, B) = t_mac(L0, B) x I_K(L) / I_K(L0)
 
-  t_K is the fit, over the ladder's levels, of the branch's latency measured under the kernel
-  set K that B's class runs (`slimedge.devices.calibration.KERNEL_SET_OF_CLASS`: TFLite
-  Micro's reference arithmetic on microcontrollers, XNNPACK on Linux boards), in the form the
-  fit-quality rule picks for K (per-layer, or MAC-linear; `calibration.choose_form`). L0 is
-  the least-pruned level: the board's published figure sets the time of the full branch (the
-  regime its benchmark measured), the measurement sets how time falls with pruning. Where the
-  rule says K's latency does not follow the work on the measuring host ("board"), or the
-  ladder carries no calibration for K, this is the "mac" time. The shape is measured on int8
-  and applied to every format. `form(board)` says which applied.
+  I_K(L) is the instructions per invoke that the kernel profile K the board runs (its board
+  file's `kernels` section: core and kernel set, e.g. cortex-m4 + cmsis-nn) predicts for THIS
+  ladder's level L, from the level's per-operator work (`layers`) or MACs
+  (`slimedge.devices.kernel_profiles`; the profiles are fitted to instructions counted on
+  emulated cores, in the form with the lower leave-one-out error). L0 is the least-pruned
+  level: the board's published figure sets the time of the full branch (the regime its
+  benchmark measured), the counted profile sets how time falls with pruning. Nothing timed on
+  the planning host enters: the same ladder and catalog give the same times everywhere. A board
+  without a `kernels` section (Edge TPU, GPU boards) gets the "mac" time. The shape is counted
+  on int8 and applied to every format. `form(board)` says which applied: the profile's form
+  ("per-layer" or "mac") or "board".
 
 - "authors" (the formula of the SlimEdge authors, for side-by-side scoring)::
 
@@ -34,26 +36,21 @@ inference time of every level (`CostModel.inference_ms(board, fmt)` -> (L,) ms).
   throughputs of the boards the model was built for: log(R_B / R_min) / log(R_max / R_min)
   (1 when all are equal). MACs play no part.
 
-`default_cost_model(levels)`: "per-layer" when the ladder carries calibration for a kernel set
-a board class runs, else "mac".
+`default_cost_model(levels)`: "per-layer" when the levels carry their per-operator work
+(`layers`, recorded by every ladder build), else "mac".
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from slimedge.devices.calibration import (
-    KERNEL_SET_OF_CLASS,
-    KernelFit,
-    fit_kernel_set,
-    has_calibration,
-)
 from slimedge.devices.catalog import Board
+from slimedge.devices.kernel_profiles import KernelProfile, load_profiles
 from slimedge.devices.level_fields import CostModelError, check_format, fractions, number
 
 COST_MODELS = ("per-layer", "mac", "authors")
@@ -94,26 +91,41 @@ class MacModel:
 @dataclass(frozen=True)
 class PerLayerModel:
     mac: MacModel
-    fits: Mapping[str, KernelFit]  # kernel set -> fit (only those the ladder calibrates)
+    levels: tuple[Mapping[str, Any], ...]
+    profiles: Mapping[str, KernelProfile]  # `<core>-<set>` -> profile
     name: str = "per-layer"
+    _shapes: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
-    def _fit(self, board: Board) -> KernelFit | None:
-        return self.fits.get(KERNEL_SET_OF_CLASS[board.board_class])
+    def profile(self, board: Board) -> KernelProfile | None:
+        """The kernel profile `board` runs, or None when its file names none."""
+        ref = board.kernels
+        if ref is None:
+            return None
+        if ref.key not in self.profiles:
+            where = board.path or f"board {board.id!r}"
+            raise CostModelError(f"{where}: kernels.set: no kernel profile {ref.key!r} "
+                                 f"(profiles: {', '.join(sorted(self.profiles))})")
+        return self.profiles[ref.key]
+
+    def instructions(self, board: Board) -> np.ndarray | None:
+        """(L,) instructions per invoke of each level under `board`'s profile, or None."""
+        profile = self.profile(board)
+        if profile is None:
+            return None
+        if profile.key not in self._shapes:
+            self._shapes[profile.key] = profile.instructions(self.levels)
+        return self._shapes[profile.key]
 
     def inference_ms(self, board: Board, fmt: str | None = None) -> np.ndarray:
         base = self.mac.inference_ms(board, fmt)
-        fit = self._fit(board)
-        chosen = fit.chosen if fit is not None else None
-        if chosen is None:
-            return base
-        shape = np.asarray(chosen.predicted_ms, float)
-        if shape[0] <= 0:  # a fit that predicts nothing for the full branch cannot scale
+        shape = self.instructions(board)
+        if shape is None or shape[0] <= 0:  # no profile, or nothing to scale by
             return base
         return base[0] * shape / shape[0]
 
     def form(self, board: Board) -> str:
-        fit = self._fit(board)
-        return fit.form if fit is not None else "board"
+        profile = self.profile(board)
+        return "board" if profile is None else profile.form_for(self.levels)
 
 
 @dataclass(frozen=True)
@@ -138,9 +150,9 @@ class AuthorsModel:
 
 
 def default_cost_model(levels: Sequence[Mapping[str, Any]]) -> str:
-    """ "per-layer" when the levels carry calibration for a kernel set a board class runs."""
-    needed = set(KERNEL_SET_OF_CLASS.values())
-    return "per-layer" if any(has_calibration(levels, k) for k in needed) else "mac"
+    """ "per-layer" when every level carries its per-operator work (`layers`), else "mac"."""
+    has_layers = bool(levels) and all(isinstance(e, Mapping) and "layers" in e for e in levels)
+    return "per-layer" if has_layers else "mac"
 
 
 def make_cost_model(name: str | None, levels: Sequence[Mapping[str, Any]],
@@ -155,10 +167,7 @@ def make_cost_model(name: str | None, levels: Sequence[Mapping[str, Any]],
     if name == "mac":
         return mac
     if name == "per-layer":
-        kernel_sets = sorted(set(KERNEL_SET_OF_CLASS.values()))
-        fits = {k: fit_kernel_set(levels, k) for k in kernel_sets
-                if has_calibration(levels, k) and len(levels) >= 2}
-        return PerLayerModel(mac, fits)
+        return PerLayerModel(mac, tuple(levels), load_profiles())
     rates = [math.log10(b.throughput()) for b in boards]
     if not rates:
         raise CostModelError("the authors' cost model needs at least one board to rank")
