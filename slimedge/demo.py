@@ -197,13 +197,15 @@ def _plan_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
 
 
 def _fleet_files() -> dict[str, str]:
-    """Hashes of the demo fleet's file and of the board catalog it reads: an edited board or
-    fleet file makes the plan (and so the deployment) stale, not just a renamed fleet."""
+    """Hashes of the demo fleet's file and of the board catalog and kernel profiles it reads:
+    an edited board, profile or fleet file makes the plan (and so the deployment) stale, not
+    just a renamed fleet."""
     from slimedge.artifacts import sha256_file
-    from slimedge.devices.catalog import devices_dir
+    from slimedge.devices.catalog import devices_dir, kernels_dir
     from slimedge.devices.fleet import resolve_fleet_path
 
-    files = [resolve_fleet_path(DEMO_FLEET), *sorted(devices_dir().glob("*.yaml"))]
+    files = [resolve_fleet_path(DEMO_FLEET), *sorted(devices_dir().glob("*.yaml")),
+             *sorted(kernels_dir().glob("*.yaml"))]
     return {f"{p.parent.name}/{p.name}": sha256_file(p) for p in files}
 
 
