@@ -14,6 +14,12 @@ set (`live_weights.LiveSetPooling`), and classified by the deployment's head in 
 
 Every message that cannot be used is refused and counted by reason (`REASONS`); nothing a peer
 sends raises out of `handle`.
+
+Fleet-wide switch: `schedule(dep, head, from_frame, sequence)` prepares another deployment for
+frames >= F (the frames before keep the deployment they had). Each frame is pooled with the
+deployment of its frame id (`served_for`): its head, pooling rule, devices and their models; a
+feature message is accepted for frame f only if it carries that deployment's id, so a frame is
+never pooled across two models (the aligner refuses a mix too, and `_answer` checks again).
 """
 
 from __future__ import annotations
@@ -22,17 +28,19 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from slimedge.errors import SlimEdgeError
 from slimedge.export.agreement import ViewFeatures, pool_views
 from slimedge.runtime import frames, topics
 from slimedge.runtime.aggregator_deployment import AggregatorDeployment
 from slimedge.runtime.alignment import FrameAligner, PendingFrame, RefusedViewError
 from slimedge.runtime.detector import (
     DetectorConfig,
+    DeviceHealth,
     FailureDetector,
     HeartbeatError,
     StaleHeartbeatError,
@@ -41,7 +49,8 @@ from slimedge.runtime.detector import (
 )
 from slimedge.runtime.head import HeadRunner
 
-__all__ = ["DEFAULT_SLACK_MS", "REASONS", "Aggregator", "FrameResult"]
+__all__ = ["DEFAULT_SLACK_MS", "REASONS", "Aggregator", "FrameResult", "Served",
+           "SwitchRefusedError"]
 
 log = logging.getLogger("slimedge.aggregator")
 
@@ -49,6 +58,7 @@ DEFAULT_SLACK_MS = 500.0  # loopback fleets on a busy 2-core host answer every f
 DEADLINE_TOLERANCE_NS = 20_000_000  # answered this soon after the deadline still counts on time
 MIN_MODEL_HASH_CHARS = 16
 RATE_WINDOW_S = 10.0  # frames/s is measured over this much recent time
+KEPT_DEPLOYMENTS = 4  # deployments remembered (late frames of older ones are refused)
 
 # Why a message was refused (the keys of `rejected`).
 REASONS = (
@@ -61,7 +71,7 @@ REASONS = (
     "malformed",  # any other decoding failure (magic, version, field values, UTF-8)
     "device_mismatch",  # the message's device id is not its sender's (topic)
     "view_not_owned",  # the sender does not own that view in the deployment
-    "wrong_deployment",  # deployment id missing or not this deployment's
+    "wrong_deployment",  # deployment id missing or not the deployment of the message's frame
     "wrong_model",  # model hash or level not the sender's artifact
     "wrong_shape",  # feature count differs from the deployment's D
     "wrong_dtype",  # int8 vs float32 not what the sender's artifact outputs
@@ -72,8 +82,35 @@ REASONS = (
     "bad_heartbeat",  # heartbeat not JSON / wrong fields / not its sender's
     "stale_heartbeat",  # heartbeat not newer than the last accepted one
     "bad_status",  # status text not online/offline/stopped
+    "cross_deployment",  # a frame holding views of two deployments: not pooled (never expected)
     "internal_error",  # a bug: logged with its traceback, the message dropped
 )
+
+
+class SwitchRefusedError(SlimEdgeError):
+    """A deployment that cannot be scheduled; `reason` is an aggregator_update reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.detail = reason, message
+
+
+@dataclass
+class Served:
+    """One deployment and the frames it pools: `from_frame` up to the next one's."""
+
+    dep: AggregatorDeployment
+    head: HeadRunner
+    from_frame: int
+    sequence: int  # of the switch order that brought it (0: the deployment started with)
+    window_ns: int
+    expected: frozenset[int] = field(default_factory=frozenset)  # views of devices not dead
+    first_frame: int | None = None  # the first frame answered with it
+    prepared_ns: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deployment_id": self.dep.deployment_id, "from_frame": self.from_frame,
+                "sequence": self.sequence, "first_frame": self.first_frame}
 
 
 def classify_frame_error(message: str) -> str:
@@ -106,6 +143,7 @@ class FrameResult:
     added_ms: float  # last view's arrival -> answer (> 0 when answered at the deadline)
     compute_ms: float  # the handle()/tick() call that answered it: decode, align, pool, head
     label: int | None
+    deployment_id: str | None = None  # the deployment whose models and head made this answer
 
     @property
     def latency_ms(self) -> float:
@@ -131,6 +169,7 @@ class FrameResult:
             "compute_ms": round(self.compute_ms, 4),
             "deadline_missed": self.deadline_missed, "capture_ns": self.capture_ns,
             "deadline_ns": self.deadline_ns, "answered_ns": self.answered_ns,
+            "deployment_id": self.deployment_id,
         }
 
 
@@ -148,12 +187,17 @@ class Aggregator:
                  detector: DetectorConfig | None = None,
                  labels: Sequence[int] | np.ndarray | None = None,
                  window: int = 2048) -> None:
-        self.dep = dep
-        self.head = head
         self.slack_ms = float(slack_ms)
         self.window_ns = int((dep.predicted_latency_ms + self.slack_ms) * 1e6)
+        # the deployment of the latest frame answered (of frame 0 before any)
+        self._current = Served(dep, head, 0, 0, self.window_ns, prepared_ns=now_ns)
+        self._served = [self._current]
         self.aligner = FrameAligner(self.window_ns)
         self.detector = FailureDetector(dep.devices, detector, now_ns=now_ns)
+        self.switches: list[Served] = []  # applied since the last drain (the service acks them)
+        self.switch_counts: Counter[str] = Counter()  # prepared, applied, superseded
+        self.refused_across = 0  # messages of a known deployment for another one's frame
+        self._latest_answered = -1
         self.labels = None if labels is None else np.asarray(labels, np.int64)
         self.max_bytes = dep.max_message_bytes()
         self.started_ns = now_ns
@@ -176,6 +220,88 @@ class Aggregator:
         self._expected = self._expected_views()
         self._topics: dict[str, tuple[str, str]] = {}  # topic -> (device, kind), known only
 
+    # ------------------------------------------------------------------ deployments
+    @property
+    def dep(self) -> AggregatorDeployment:
+        """The deployment of the latest frame answered."""
+        return self._current.dep
+
+    @property
+    def head(self) -> HeadRunner:
+        return self._current.head
+
+    @head.setter
+    def head(self, head: HeadRunner) -> None:
+        self._current.head = head
+
+    def _window_ns(self, dep: AggregatorDeployment) -> int:
+        return int((dep.predicted_latency_ms + self.slack_ms) * 1e6)
+
+    def served_for(self, frame: int) -> Served:
+        """The deployment that pools frame `frame`."""
+        for s in reversed(self._served):
+            if frame >= s.from_frame:
+                return s
+        return self._served[0]
+
+    @property
+    def served(self) -> list[Served]:
+        return list(self._served)
+
+    def first_free_frame(self) -> int:
+        """The lowest frame id that no frame was opened (or answered) for: the earliest frame
+        a switch may start at."""
+        return max(self.aligner.max_opened + 1, self._served[-1].from_frame + 1
+                   if len(self._served) > 1 else 0)
+
+    def deployment_ids(self) -> set[str]:
+        return {s.dep.deployment_id for s in self._served}
+
+    def schedule(self, dep: AggregatorDeployment, head: HeadRunner, from_frame: int,
+                 sequence: int, now_ns: int) -> Served:
+        """Pool frames >= `from_frame` with `dep` and `head` (prepared: verified and loaded).
+        A switch not started yet (no frame of it opened) is superseded. SwitchRefusedError
+        (wrong-fleet, frame-passed) leaves everything as it was."""
+        from slimedge.runtime.aggregator_update import FRAME_PASSED, WRONG_FLEET
+
+        if dep.fleet != self.dep.fleet:
+            raise SwitchRefusedError(WRONG_FLEET, f"deployment {dep.deployment_id} is of fleet "
+                                     f"{dep.fleet!r}, this aggregator serves {self.dep.fleet!r}")
+        if head.feature_dim != dep.feature_dim or head.n_classes != dep.n_classes:
+            raise SwitchRefusedError("self-test", f"head {head.path} does not fit deployment "
+                                     f"{dep.deployment_id}")
+        opened = self.aligner.max_opened
+        if from_frame <= opened:
+            raise SwitchRefusedError(FRAME_PASSED, f"commit at frame {from_frame}, but frames "
+                                     f"up to {opened} are opened or answered already")
+        for old in [s for s in self._served[1:] if s.from_frame > opened]:
+            self._served.remove(old)
+            self.switch_counts["superseded"] += 1
+            self._event(now_ns, "switch_superseded", sequence=old.sequence,
+                        deployment_id=old.dep.deployment_id, from_frame=old.from_frame,
+                        by=sequence)
+        s = Served(dep, head, int(from_frame), int(sequence), self._window_ns(dep),
+                   prepared_ns=now_ns)
+        self._served.append(s)
+        while len(self._served) > KEPT_DEPLOYMENTS:
+            del self._served[0]
+        for d in dep.devices:  # a device new in this deployment is watched from now on
+            self.detector.devices.setdefault(d, DeviceHealth(d, since_ns=now_ns,
+                                                             last_heard_ns=now_ns))
+            self.rejected_by_device.setdefault(d, Counter())
+        self.max_bytes = max(self.max_bytes, dep.max_message_bytes())
+        self._expected = self._expected_views()
+        self.switch_counts["prepared"] += 1
+        self._event(now_ns, "switch_prepared", sequence=sequence,
+                    deployment_id=dep.deployment_id, commit_at_frame=from_frame,
+                    previous=self._served[-2].dep.deployment_id)
+        return s
+
+    def drain_switches(self) -> list[Served]:
+        """Deployments whose first frame was answered since the last call."""
+        out, self.switches = self.switches, []
+        return out
+
     # ------------------------------------------------------------------ input
     def handle(self, topic: str, payload: bytes | bytearray | memoryview | str,
                now_ns: int) -> list[FrameResult]:
@@ -197,22 +323,20 @@ class Aggregator:
                 return self._reject("foreign_topic", None, str(e), now_ns)
             if fleet != self.dep.fleet or kind not in ("features", "heartbeat", "status"):
                 return self._reject("foreign_topic", None, f"topic {topic!r}", now_ns)
-            if device not in self.dep.devices:
+            if device not in self.detector.devices:
                 return self._reject("unknown_device", None, f"device {device!r}", now_ns)
             # parsed once per topic: bounded by the deployment's devices x 3 kinds
             known = self._topics[topic] = (device, kind)
         device, kind = known
-        spec = self.dep.devices[device]
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         if kind == "heartbeat":
             return self._heartbeat(device, payload, now_ns)
         if kind == "status":
             return self._status(device, payload, now_ns)
-        return self._features(spec, payload, now_ns)
+        return self._features(device, payload, now_ns)
 
-    def _features(self, spec: Any, payload: bytes, now_ns: int) -> list[FrameResult]:
-        device = spec.device
+    def _features(self, device: str, payload: bytes, now_ns: int) -> list[FrameResult]:
         if len(payload) > self.max_bytes:
             return self._reject("oversize", device, f"{len(payload)} bytes > {self.max_bytes}",
                                 now_ns)
@@ -223,12 +347,21 @@ class Aggregator:
         if msg.device != device:
             return self._reject("device_mismatch", device,
                                 f"message names device {msg.device!r}", now_ns)
+        served = self.served_for(msg.seq)
+        spec = served.dep.devices.get(device)
+        if spec is None:
+            return self._reject("unknown_device", device, f"not a device of deployment "
+                                f"{served.dep.deployment_id}, which pools frame {msg.seq}",
+                                now_ns)
         if msg.view not in spec.views:
             return self._reject("view_not_owned", device, f"view {msg.view} (owns "
                                 f"{list(spec.views)})", now_ns)
         dep_id = getattr(msg, "deployment_id", None)
-        if dep_id != self.dep.deployment_id:
-            return self._reject("wrong_deployment", device, f"deployment {dep_id!r}", now_ns)
+        if dep_id != served.dep.deployment_id:
+            if dep_id in self.deployment_ids():  # pooling it would mix two models
+                self.refused_across += 1
+            return self._reject("wrong_deployment", device, f"deployment {dep_id!r}, frame "
+                                f"{msg.seq} is pooled with {served.dep.deployment_id}", now_ns)
         model_hash = getattr(msg, "model_hash", None)
         level = getattr(msg, "level", None)
         if (not isinstance(model_hash, str) or len(model_hash) < MIN_MODEL_HASH_CHARS
@@ -237,19 +370,21 @@ class Aggregator:
         if level is None or np.float32(level) != np.float32(spec.level):
             return self._reject("wrong_model", device, f"level {level} (runs {spec.level})",
                                 now_ns)
-        if msg.dim != self.dep.feature_dim:
+        if msg.dim != served.dep.feature_dim:
             return self._reject("wrong_shape", device, f"{msg.dim} features, expected "
-                                f"{self.dep.feature_dim}", now_ns)
+                                f"{served.dep.feature_dim}", now_ns)
         if msg.features.dtype != spec.dtype:
             return self._reject("wrong_dtype", device, f"{msg.features.dtype} features, "
                                 f"expected {spec.dtype}", now_ns)
         try:
-            p = self.aligner.add(msg.seq, msg.view, msg.timestamp_ns, msg, now_ns)
+            p = self.aligner.add(msg.seq, msg.view, msg.timestamp_ns, msg, now_ns,
+                                 window_ns=served.window_ns,
+                                 deployment=served.dep.deployment_id)
         except RefusedViewError as r:
             return self._reject(r.reason, device, str(r), now_ns)
         self.accepted_by_device[device] += 1
-        if self.aligner.complete(p, self._expected):
-            return [self._answer(p, now_ns)]
+        if self.aligner.complete(p, self._expected_for):
+            return self._answers([p], now_ns)
         return []
 
     def _heartbeat(self, device: str, payload: bytes, now_ns: int) -> list[FrameResult]:
@@ -260,7 +395,7 @@ class Aggregator:
         if hb.device != device:
             return self._reject("bad_heartbeat", device, f"heartbeat names {hb.device!r}",
                                 now_ns)
-        if hb.deployment_id != self.dep.deployment_id:
+        if hb.deployment_id not in self.deployment_ids():  # a device mid-switch: either
             return self._reject("wrong_deployment", device,
                                 f"heartbeat deployment {hb.deployment_id!r}", now_ns)
         try:
@@ -291,14 +426,21 @@ class Aggregator:
         """Silence timeouts, then every frame due by now (deadline or complete)."""
         self._entered = time.perf_counter_ns()
         self._record(self.detector.tick(now_ns))
+        return self._answers(self.aligner.due(now_ns, self._expected_for), now_ns)
+
+    def _answers(self, due: list[PendingFrame], now_ns: int) -> list[FrameResult]:
         out = []
-        for p in self.aligner.due(now_ns, self._expected):
+        for p in due:
             try:
-                out.append(self._answer(p, now_ns))
+                r = self._answer(p, now_ns)
             except Exception as e:  # noqa: BLE001 - as in handle(): counted, logged, not fatal
                 log.exception("frame %d dropped: internal error", p.frame)
+                self.aligner.close(p)
                 self._reject("internal_error", None, f"frame {p.frame}: {type(e).__name__}: "
                              f"{e}", now_ns)
+                continue
+            if r is not None:
+                out.append(r)
         return out
 
     def link(self, up: bool, now_ns: int) -> None:
@@ -320,11 +462,18 @@ class Aggregator:
 
     def _now_complete(self, now_ns: int) -> list[FrameResult]:
         """Frames a device's death completed (they were waiting only for it)."""
-        return [self._answer(p, now_ns) for p in self.aligner.due(now_ns, self._expected)]
+        return self._answers(self.aligner.due(now_ns, self._expected_for), now_ns)
 
     def _expected_views(self) -> frozenset[int]:
+        """Renew each deployment's expected views; those of the current one."""
         alive = self.detector.expected()
-        return frozenset(v for d in alive for v in self.dep.devices[d].views)
+        for s in self._served:
+            s.expected = frozenset(v for d in alive if d in s.dep.devices
+                                   for v in s.dep.devices[d].views)
+        return self.served_for(max(self._latest_answered, 0)).expected
+
+    def _expected_for(self, frame: int) -> frozenset[int]:
+        return self.served_for(frame).expected
 
     def _event(self, t_ns: int, event: str, **fields: Any) -> None:
         self.events.append({"t_ns": t_ns, "event": event, **fields})
@@ -334,9 +483,20 @@ class Aggregator:
         return out
 
     # ------------------------------------------------------------------ answer
-    def _answer(self, p: PendingFrame, now_ns: int) -> FrameResult:
+    def _answer(self, p: PendingFrame, now_ns: int) -> FrameResult | None:
         self.aligner.close(p)
-        V = self.dep.views
+        served = self.served_for(p.frame)
+        dep = served.dep
+        mixed = sorted({str(m.deployment_id) for m in p.views.values()}
+                       - {dep.deployment_id})
+        if mixed or p.deployment not in (None, dep.deployment_id):
+            # Unreachable through handle(): asked to pool across deployments, it says so.
+            got = mixed or [p.deployment]
+            self._reject("cross_deployment", None, f"frame {p.frame}: views of {got} with "
+                         f"deployment {dep.deployment_id}: not pooled (two models never share "
+                         "a frame)", now_ns)
+            return None
+        V = dep.views
         dead = 0
         views: list[ViewFeatures | None] = [None] * V
         for v in range(V):
@@ -345,30 +505,46 @@ class Aggregator:
                 dead |= 1 << v
             else:
                 views[v] = ViewFeatures(msg.features[None, :], msg.scale, msg.zero_point)
-        rule = self.dep.pooling.for_dead_mask(dead)
+        rule = dep.pooling.for_dead_mask(dead)
         pooled, _ = pool_views(views, rule.mode, rule.weights)
-        cls, conf = _softmax_max(self.head.logits(pooled)[0])
+        cls, conf = _softmax_max(served.head.logits(pooled)[0])
         used = tuple(sorted(p.views))
-        missing = tuple(sorted(self._expected - p.views.keys()))
+        missing = tuple(sorted(served.expected - p.views.keys()))
         label = None
         if self.labels is not None and 0 <= p.frame < len(self.labels):
             label = int(self.labels[p.frame])
-        names = self.dep.class_names
+        names = dep.class_names
         r = FrameResult(
             frame=p.frame, capture_ns=p.capture_ns, deadline_ns=p.deadline_ns,
             answered_ns=now_ns, cls=cls, class_name=names[cls] if cls < len(names) else None,
-            confidence=conf, views=used, live_set=tuple(sorted(self._expected)),
+            confidence=conf, views=used, live_set=tuple(sorted(served.expected)),
             missing=missing, dead_mask=dead, weights_from=rule.source, in_table=rule.in_table,
             predicted_accuracy=rule.predicted_accuracy,
             added_ms=(now_ns - p.last_arrival_ns) / 1e6,
-            compute_ms=(time.perf_counter_ns() - self._entered) / 1e6, label=label)
-        self._account(r, now_ns)
+            compute_ms=(time.perf_counter_ns() - self._entered) / 1e6, label=label,
+            deployment_id=dep.deployment_id)
+        self._account(r, served, now_ns)
         if missing and now_ns >= p.deadline_ns and self.detector.deaf_since is None:
-            for dev in sorted({self.dep.view_device[v] for v in missing} - {None}):
+            for dev in sorted({dep.view_device[v] for v in missing} - {None}):
                 self._record(self.detector.missed_deadline(dev, p.frame, now_ns))
         return r
 
-    def _account(self, r: FrameResult, now_ns: int) -> None:
+    def _account(self, r: FrameResult, served: Served, now_ns: int) -> None:
+        if served.first_frame is None:
+            served.first_frame = r.frame
+            if served.sequence > 0:
+                i = self._served.index(served)
+                self.switch_counts["applied"] += 1
+                self.switches.append(served)
+                previous = self._served[i - 1].dep.deployment_id if i > 0 else None
+                self._event(now_ns, "switch_applied", frame=r.frame, sequence=served.sequence,
+                            deployment_id=served.dep.deployment_id,
+                            commit_at_frame=served.from_frame, previous=previous)
+        if r.frame >= self._latest_answered:
+            self._latest_answered = r.frame
+            if served is not self._current:
+                self._current, self.window_ns = served, served.window_ns
+                self._expected = served.expected
         self.answered += 1
         self.incomplete += bool(r.missing)
         self.deadline_missed += r.deadline_missed
@@ -411,14 +587,26 @@ class Aggregator:
         last = self.last
         states = self.detector.snapshot(now_ns)
         for s in states:
-            s["views"] = list(self.dep.devices[s["device"]].views)
+            spec = self.dep.devices.get(s["device"])  # None: not in the current deployment
+            s["views"] = [] if spec is None else list(spec.views)
             s["accepted"] = self.accepted_by_device[s["device"]]
             s["rejected"] = dict(self.rejected_by_device[s["device"]])
         live = sorted(self._expected)
         live_rule = self.dep.pooling.for_dead_mask(
             sum(1 << v for v in range(self.dep.views) if v not in self._expected))
+        pending = [x.to_dict() for x in self._served if x.first_frame is None]
         return {
             "deployment_id": self.dep.deployment_id, "fleet": self.dep.fleet,
+            "switch": {
+                "sequence": max([x.sequence for x in self._served
+                                 if x.first_frame is not None] + [0]),
+                "pending": pending[-1] if pending else None,
+                "history": [x.to_dict() for x in self._served],
+                "prepared": self.switch_counts["prepared"],
+                "applied": self.switch_counts["applied"],
+                "superseded": self.switch_counts["superseded"],
+                "refused_cross_deployment": self.refused_across,
+            },
             "uptime_s": round((now_ns - self.started_ns) / 1e9, 3),
             "window_ms": self.window_ns / 1e6, "slack_ms": self.slack_ms,
             "predicted_latency_ms": self.dep.predicted_latency_ms,

@@ -19,7 +19,8 @@ from slimedge.errors import SlimEdgeError
 from slimedge.runtime import topics
 from slimedge.runtime.live_weights import LiveSetPooling, PoolingError
 
-__all__ = ["AggregatorDeployment", "DeploymentError", "DeviceSpec", "load_aggregator_deployment"]
+__all__ = ["AggregatorDeployment", "DeploymentError", "DeviceSpec", "load_aggregator_deployment",
+           "provisioned_key", "verify_aggregator_part"]
 
 AGGREGATOR_DIR = "aggregator"
 INT8_FORMAT = "int8"  # the one artifact format whose features leave the device as int8
@@ -89,17 +90,77 @@ def _head_field(head: dict[str, Any], name: str, path: Path) -> Any:
     return head[name]
 
 
+def provisioned_key(deploy_dir: str | os.PathLike,
+                    public_key: str | os.PathLike | None = None) -> Any:
+    """The public key the aggregator trusts for as long as it runs: the provisioned one, else
+    the start deployment's own public_key.pem (integrity only). Read once, at start, so a
+    later deployment is verified with the same key whatever its folder ships."""
+    from slimedge.export import ExportError, signing
+    from slimedge.export.manifest import PUBLIC_KEY_NAME
+
+    path = Path(public_key) if public_key is not None else Path(deploy_dir) / PUBLIC_KEY_NAME
+    try:
+        return signing.load_public_key(path)
+    except ExportError as e:
+        raise DeploymentError(f"public key: {e}") from None
+
+
+def verify_aggregator_part(root: Path, key: Any) -> Any:
+    """The manifest of a folder holding a deployment's aggregator part only (manifest.json,
+    manifest.sig, the aggregator's files, as a fleet-wide switch delivers them): the signature
+    with `key` (a public key object), the manifest, each aggregator file's size and SHA-256.
+    DeploymentError names the file at fault."""
+    from slimedge.artifacts import sha256_file
+    from slimedge.export import ExportError, signing
+    from slimedge.export.manifest import (
+        MANIFEST_NAME,
+        SIGNATURE_NAME,
+        DeploymentManifest,
+        resolve_inside,
+    )
+
+    data = _read_bytes(root / MANIFEST_NAME)
+    if not signing.verify_signature(key, _read_bytes(root / SIGNATURE_NAME), data):
+        raise DeploymentError(f"{root / MANIFEST_NAME}: signature in {SIGNATURE_NAME} does "
+                              f"not verify with the provisioned key {signing.fingerprint(key)}")
+    try:
+        m = DeploymentManifest.from_json(data, source=str(root / MANIFEST_NAME))
+    except ExportError as e:
+        raise DeploymentError(str(e)) from None
+    for where, f in m.aggregator.files():
+        path, why = resolve_inside(root, f.path)
+        if path is None:
+            raise DeploymentError(f"{f.path} ({where}): {why}")
+        if path.stat().st_size != f.bytes or sha256_file(path) != f.sha256:
+            raise DeploymentError(f"{path} ({where}): changed since signing (size or sha256 "
+                                  "differs from the manifest)")
+    return m
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DeploymentError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def load_aggregator_deployment(deploy_dir: str | os.PathLike,
-                               public_key: str | os.PathLike | None = None
-                               ) -> AggregatorDeployment:
+                               public_key: str | os.PathLike | None = None, *,
+                               trusted_key: Any = None) -> AggregatorDeployment:
+    """The deployment at `deploy_dir`, verified first: the whole deployment with the key file
+    `public_key` (what `aggregator run` does at start), or, with `trusted_key` (a key object),
+    only its aggregator part (`verify_aggregator_part`: a deployment received for a switch)."""
     from slimedge.export.verify import verify_deployment
 
     root = Path(deploy_dir)
-    report = verify_deployment(root, public_key, load_artifacts=False)
-    if not report.ok:
-        raise DeploymentError(f"{root}: deployment does not verify: "
-                              + "; ".join(report.failures[:5]))
-    m = report.manifest
+    if trusted_key is not None:
+        m = verify_aggregator_part(root, trusted_key)
+    else:
+        report = verify_deployment(root, public_key, load_artifacts=False)
+        if not report.ok:
+            raise DeploymentError(f"{root}: deployment does not verify: "
+                                  + "; ".join(report.failures[:5]))
+        m = report.manifest
     head_path = root / AGGREGATOR_DIR / "head.json"
     head = _read_json(head_path)
     views = int(_head_field(head, "views", head_path))

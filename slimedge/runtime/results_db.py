@@ -21,6 +21,8 @@ Table `results` (one row per answer, in answer order):
     deadline_missed INTEGER    1 if answered after its deadline
     label INTEGER              true class of a replayed frame (NULL without --dataset)
     correct INTEGER            1/0 (NULL without a label)
+    deployment_id TEXT         the deployment whose device models and head made the answer
+                               (a fleet-wide switch changes it at one frame id)
 
 Table `meta` (key TEXT PRIMARY KEY, value TEXT): deployment_id, fleet, views, started_ns.
 
@@ -52,7 +54,7 @@ COLUMNS = (
     ("answered_ns", "INTEGER NOT NULL"), ("latency_ms", "REAL NOT NULL"),
     ("added_ms", "REAL NOT NULL"), ("compute_ms", "REAL NOT NULL"),
     ("deadline_missed", "INTEGER NOT NULL"),
-    ("label", "INTEGER"), ("correct", "INTEGER"),
+    ("label", "INTEGER"), ("correct", "INTEGER"), ("deployment_id", "TEXT"),
 )
 _INSERT = (f"INSERT INTO results ({', '.join(f'[{c}]' for c, _ in COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in COLUMNS)})")
@@ -90,7 +92,8 @@ class ResultsDB:
             len(r.views), json.dumps(list(r.live_set)), json.dumps(list(r.missing)),
             r.dead_mask, r.weights_from, int(r.in_table), r.predicted_accuracy,
             r.capture_ns, r.deadline_ns, r.answered_ns, r.latency_ms, r.added_ms, r.compute_ms,
-            int(r.deadline_missed), r.label, None if r.correct is None else int(r.correct)))
+            int(r.deadline_missed), r.label, None if r.correct is None else int(r.correct),
+            r.deployment_id))
 
     def add_all(self, results: Iterable[Any]) -> None:
         for r in results:

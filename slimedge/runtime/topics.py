@@ -6,9 +6,13 @@
     slimedge/<fleet>/<device>/update      signed updates pushed to the device
     slimedge/<fleet>/<device>/ack         the device's answer to an update
     slimedge/<fleet>/results              the aggregator's per-frame results
+    slimedge/<fleet>/aggregator/update    a fleet-wide switch order for the aggregator
+    slimedge/<fleet>/aggregator/ack       the aggregator's answer to it
+    slimedge/<fleet>/aggregator/state     retained: what the aggregator serves, its last frame
 
 <fleet> is the deployment manifest's fleet name, <device> a device id. Both must be one
-non-empty topic level: no '/', no MQTT wildcards ('+', '#'), no NUL.
+non-empty topic level: no '/', no MQTT wildcards ('+', '#'), no NUL. The aggregator's topics
+use the level `aggregator` where a device id would be, so no device may be called that.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from slimedge.errors import SlimEdgeError
 
 __all__ = [
+    "AGGREGATOR",
     "DEVICE_KINDS",
     "PREFIX",
     "TopicError",
@@ -32,10 +37,14 @@ __all__ = [
     "status_all",
     "update",
     "ack_all",
+    "aggregator_ack",
+    "aggregator_state",
+    "aggregator_update",
 ]
 
 PREFIX = "slimedge"
 DEVICE_KINDS = ("features", "heartbeat", "status", "update", "ack")
+AGGREGATOR = "aggregator"  # the level in place of a device id on the aggregator's own topics
 
 
 class TopicError(SlimEdgeError, ValueError):
@@ -112,6 +121,20 @@ def status_all(fleet: str) -> str:
 
 def ack_all(fleet: str) -> str:
     return _all(fleet, "ack")
+
+
+def aggregator_update(fleet: str) -> str:
+    """Host -> aggregator: SEUP chunks and the signed offer of a fleet-wide switch."""
+    return _device_topic(fleet, AGGREGATOR, "update")
+
+
+def aggregator_ack(fleet: str) -> str:
+    return _device_topic(fleet, AGGREGATOR, "ack")
+
+
+def aggregator_state(fleet: str) -> str:
+    """Retained JSON: the deployment the aggregator serves, its last frame, a pending switch."""
+    return _device_topic(fleet, AGGREGATOR, "state")
 
 
 def device_of(topic: str) -> tuple[str, str, str]:
