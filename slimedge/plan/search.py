@@ -1,4 +1,5 @@
-"""The search: a latency scan over device-time thresholds, energy chains for the front, NSGA-II.
+"""The search: a latency scan over device-time thresholds, exact enumeration of the small
+boxes, energy chains for the front, NSGA-II.
 
 System latency is a max over devices, so it takes at most V x L distinct values (a device time at
 some level), and below a threshold T the allowed levels of each view form a box (those that fit
@@ -6,24 +7,35 @@ and take <= T). The search works on that structure first, then lets NSGA-II refi
 
 1. Scan: a binary search over the thresholds for the least one whose box holds a feasible
    configuration. A probe scores the box's corner (every device at its least-pruned level
-   within T), which is usually its most accurate configuration; where the corner misses the
-   nominal or worst-k floor, a steepest ascent inside the box (the best move of one device to
-   another level of the box per step; pairs of moves where no single one helps) raises the nominal
-   accuracy, then the worst accuracy over the currently worst failure sets. Measured accuracy
-   is not monotone in the levels, so this is a heuristic; a corner that misses the nominal floor
-   by more than `ASCENT_MARGIN` is taken as a box with none (an ascent from the corner seldom
-   gains that much). A feasible configuration of a smaller box lies in every larger one, so
-   what the probes find grows with the threshold, as a binary search needs; the ascent being a
-   heuristic, the thresholds below the answer it finds are then probed one by one. The oracle
-   (`oracle`, `tools/plan_optimality.py`) measures how often this, with step 3, is exact.
-2. Chains (the front): from what a probe finds in the boxes of up to `front_thresholds`
+   within T); where the corner misses the nominal or worst-k floor, a steepest ascent inside
+   the box (the best move of one device to another level of the box per step; pairs of moves
+   where no single one helps) raises the nominal accuracy, then the worst accuracy over the
+   currently worst failure sets. A corner that misses the nominal floor by more than
+   `ASCENT_MARGIN` is taken as a box with none. A feasible configuration of a smaller box lies
+   in every larger one, so what the probes find grows with the threshold, as a binary search
+   needs; the thresholds below the answer are then probed one by one, but for those step 2
+   enumerates.
+2. Exact below the answer: measured accuracy is not monotone in the levels (pruning one view
+   one level more raises the val accuracy in about a quarter of random moves on the demo
+   ladder, a third on the synthetic one), so no corner bounds its box and the ascent stops at
+   local optima: on the oracle's instances the only feasible configuration of the optimal box
+   is often its accuracy maximum, three or four devices away from where the ascent stops. So
+   every configuration faster than the scan's answer is scored, slice by slice in ascending
+   latency (`slices`), while the box holds at most `enumerate_budget` configurations; the
+   first slice with a feasible configuration holds the optimum (chosen inside it by the
+   selection rule), and where every faster slice was scored the answer is proven
+   (`stages["exact"]["proven"]`). Large fleets (mixed12: 10^10 configurations below its
+   fastest threshold) skip this step and rely on steps 1 and 4.
+3. Chains (the front): from what a probe finds in the boxes of up to `front_thresholds`
    thresholds at and above that latency, a greedy descent in energy: each step prunes one
    device one more level, the one that saves the most energy per nominal accuracy lost, while
    the nominal floor holds; points along the chain are then scored in full (worst-k, expected
    accuracy), so the front trades latency, accuracy and energy (and battery life where a device
    runs on one).
-3. NSGA-II (pymoo) on `PlanProblem`, seeded with the front found so far, the candidates faster
+4. NSGA-II (pymoo) on `PlanProblem`, seeded with the front found so far, the candidates faster
    than it that miss a floor by the least, and the informed population below.
+
+The oracle (`oracle`, `tools/plan_optimality.py`) measures how often the whole is exact.
 
 Initial population of NSGA-II (then filled with seeded random levels), every member repaired:
 
@@ -78,6 +90,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from slimedge.plan.context import PlanContext
 from slimedge.plan.failures import AccuracyCache, Runner
 from slimedge.plan.problem import MemoryRepair, PlanProblem, Record, check_objectives
+from slimedge.plan.slices import Slices
 
 DEFAULT_POP = 32
 DEFAULT_GENERATIONS = 60
@@ -89,6 +102,8 @@ ASCENT_PASSES = 4  # steps of the ascent inside one box
 ASCENT_MARGIN = 0.06  # a box whose corner misses the nominal floor by more is taken as empty
 PAIR_POOL = 8  # single moves whose pairs are tried when none helps alone
 ACTIVE_SETS = 5  # worst failure sets the worst-k ascent raises at a time
+ENUMERATE_BUDGET = 20_000  # boxes of at most this many configurations are enumerated exactly
+ENUMERATE_CHUNK = 4096  # configurations scored per batch while enumerating
 PREFER = ("latency", "energy", "balanced")
 
 
@@ -106,12 +121,15 @@ class SearchSettings:
     progress: bool = False
     prefer: str = "latency"  # selection rule (module docstring)
     front_thresholds: int = DEFAULT_FRONT_THRESHOLDS  # energy chains, one per threshold
+    enumerate_budget: int = ENUMERATE_BUDGET  # exact below the scan's answer while the box
+    # holds at most this many configurations (module docstring, 2); 0: the scan alone
 
     def validate(self) -> SearchSettings:
         from slimedge.plan import PlanError
 
         for name, low in (("pop", 4), ("generations", 0), ("patience", 1),
-                          ("stall_evaluations", 1), ("front_thresholds", 0)):
+                          ("stall_evaluations", 1), ("front_thresholds", 0),
+                          ("enumerate_budget", 0)):
             value = getattr(self, name)
             if name in ("patience", "stall_evaluations") and value is None:
                 continue
@@ -132,7 +150,8 @@ class SearchSettings:
                 "stall_evaluations": self.stall_evaluations,
                 "seed": self.seed,
                 "objectives": None if self.objectives is None else list(self.objectives),
-                "prefer": self.prefer, "front_thresholds": self.front_thresholds}
+                "prefer": self.prefer, "front_thresholds": self.front_thresholds,
+                "enumerate_budget": self.enumerate_budget}
 
 
 @dataclass
@@ -278,7 +297,7 @@ def best_in_box(problem: PlanProblem, t: float, start: np.ndarray) -> Record:
     return rec
 
 
-def scan(problem: PlanProblem) -> tuple[Record | None, dict[str, int]]:
+def scan(problem: PlanProblem, exact_budget: int = 0) -> tuple[Record | None, dict[str, int]]:
     """The least-latency feasible configuration over the thresholds (module docstring, 1): a
     binary search over them, each probe an ascent inside its box warm-started from its corner
     and from the best configuration of the largest box below it already probed (which lies in
@@ -315,12 +334,47 @@ def scan(problem: PlanProblem) -> tuple[Record | None, dict[str, int]]:
             lo = mid + 1
     # The ascent is a heuristic, so feasibility need not be monotone in the threshold: every
     # threshold below the answer not probed yet is probed too (most cost one nominal accuracy:
-    # their corners are far below the floor).
+    # their corners are far below the floor), but for those whose box `exact_below` will
+    # enumerate anyway (at most `exact_budget` configurations).
+    sizes = Slices(ctx)
     for i in range(hi - 1, -1, -1):
-        if i not in found:
+        if i not in found and sizes.box_size(float(ts[i])) > exact_budget:
             probe(i)
     feas = [r for r in found.values() if r.feasible]
     return min(feas, key=lambda r: (r.latency_ms, -r.expected, r.levels)), stats
+
+
+def exact_below(problem: PlanProblem, best: Record | None, budget: int
+                ) -> tuple[Record | None, dict[str, Any]]:
+    """The exact optimum where the boxes are small (module docstring, 2): every configuration
+    of the slices in ascending latency, up to the one holding `best` (the scan's answer, the
+    bound), while the box below stays within `budget` configurations; the first slice holding a
+    feasible configuration holds the least latency (chosen inside it by the selection rule).
+    `proven`: no configuration faster than the answer meets the floors (every faster slice
+    was enumerated)."""
+    ctx = problem.ctx
+    sl = Slices(ctx)
+    rows = np.arange(ctx.views)
+    t_best = math.inf if best is None else float(
+        ctx.total_ms[rows, np.asarray(best.levels)].max())
+    stats: dict[str, Any] = {"budget": budget, "slices": 0, "enumerated": 0, "proven": False}
+    for t in thresholds(ctx):
+        if t > t_best:
+            break  # every slice faster than the answer enumerated, none feasible
+        if sl.box_size(float(t)) > budget:
+            return best, stats
+        combos = sl.at(float(t))
+        recs: list[Record] = []
+        for s in range(0, len(combos), ENUMERATE_CHUNK):
+            recs.extend(problem.assess(sl.configurations(combos[s:s + ENUMERATE_CHUNK])))
+        stats["slices"] += 1
+        stats["enumerated"] += len(combos)
+        found = choose(recs)
+        if found is not None:
+            stats["proven"] = True
+            return found, stats
+    stats["proven"] = True  # none feasible below the answer (or, with no answer, anywhere)
+    return best, stats
 
 
 def energy_chain(problem: PlanProblem, x: np.ndarray) -> list[np.ndarray]:
@@ -380,8 +434,8 @@ def energy_chain(problem: PlanProblem, x: np.ndarray) -> list[np.ndarray]:
 
 
 def chains(problem: PlanProblem, t_min: float, count: int) -> dict[str, int]:
-    """Energy chains from the corners of up to `count` thresholds >= t_min, each scored in full
-    at `CHAIN_POINTS` points up to its last feasible one."""
+    """Energy chains (module docstring, 3) from the corners of up to `count` thresholds >=
+    t_min, each scored in full at `CHAIN_POINTS` points up to its last feasible one."""
     ctx = problem.ctx
     ts = thresholds(ctx)
     ts = ts[ts >= t_min - 1e-12]
@@ -652,8 +706,12 @@ def search(ctx: PlanContext, settings: SearchSettings = SearchSettings(), *,
     problem = PlanProblem(ctx, objectives=settings.objectives, cache=cache,
                           violation_objective=settings.violation_objective)
     stages: dict[str, Any] = {}
-    best, stages["scan"] = scan(problem)
+    best, stages["scan"] = scan(problem, settings.enumerate_budget)
     stages["scan"]["seconds"] = time.perf_counter() - t0
+    if settings.enumerate_budget:
+        t1 = time.perf_counter()
+        best, stages["exact"] = exact_below(problem, best, settings.enumerate_budget)
+        stages["exact"]["seconds"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     if best is not None:
         stages["chains"] = chains(problem, best.latency_ms - ctx.aggregator_ms,
