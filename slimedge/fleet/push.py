@@ -14,19 +14,41 @@ deployment to the running devices as signed per-device updates over MQTT.
 
 The summary has `devices` -> {`status`, `reason`, `seconds`}; the command exits non-zero
 when any device did not apply its update.
+
+Fleet-wide switch: when the fleet's aggregator takes part (`--aggregator yes`, or `auto` and its
+retained state heard on slimedge/<fleet>/aggregator/state), every device switches at one frame
+id F, and so does the aggregator. F is `--at-frame`, else the aggregator's last frame answered
+plus `--lead` seconds of frames at its frame rate. The aggregator's part (signed order + the new
+deployment's manifest and aggregator files, `updates.build_aggregator_update`) goes first; only
+once it acknowledges `prepared` are the devices sent theirs, all with commit_at_frame = F, and
+*every* device of the deployment gets one (its feature messages must carry the new deployment
+id from F on, so a device whose model is unchanged gets a re-labelling update too). An
+aggregator refusal stops the push before any device is touched. The summary's `aggregator`
+entry: `status` (applied | prepared | refused | timed out), `reason`, `seconds` (push start ->
+the aggregator's first frame with the new deployment), `prepared_seconds`, `commit_at_frame`,
+`first_frame`; the command exits non-zero unless it is applied.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slimedge.errors import SlimEdgeError
-from slimedge.fleet.updates import SEQUENCE_FILE, DeviceUpdate, SequenceCounter, build_updates
+from slimedge.fleet.updates import (
+    SEQUENCE_FILE,
+    AggregatorUpdate,
+    DeviceUpdate,
+    SequenceCounter,
+    build_aggregator_update,
+    build_updates,
+)
 from slimedge.runtime import topics
 from slimedge.runtime.update_messages import (
     APPLIED,
@@ -40,7 +62,10 @@ from slimedge.runtime.update_messages import (
     encode_offer,
 )
 
-TIMED_OUT, UNCHANGED = "timed out", "unchanged"
+TIMED_OUT, UNCHANGED, NOT_SENT = "timed out", "unchanged", "not sent"
+PREPARED = "prepared"
+DEFAULT_LEAD_S = 5.0
+AUTO_LISTEN_S = 0.5  # a retained aggregator state arrives at once; no longer wait for it
 DEFAULT_CHUNK_BYTES = 16 * 1024
 WINDOW = 32  # QoS 1 messages in flight per push: a slow link backs up here, not in memory
 
@@ -110,6 +135,12 @@ def add_push_options(p: argparse.ArgumentParser) -> None:
                    "download, verify and prepare it before); default: as soon as ready")
     p.add_argument("--all", dest="push_all", action="store_true",
                    help="push to every listed device, even one that runs this model already")
+    p.add_argument("--aggregator", choices=("auto", "yes", "no"), default="auto",
+                   help="switch the aggregator too, with every device at one frame id: yes, "
+                   "no, or auto (when its retained state is heard on the fleet)")
+    p.add_argument("--lead", type=float, default=DEFAULT_LEAD_S, metavar="S",
+                   help="without --at-frame, with the aggregator: switch this many seconds of "
+                   "frames after the aggregator's last frame answered")
 
 
 def push(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,10 +151,18 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.deploy), args.broker, devices=_device_list(args.devices), key=args.key,
         fleet=args.fleet, timeout=args.timeout, listen=args.listen,
         chunk_bytes=args.chunk_bytes, expires=args.expires, rollback=args.rollback,
-        push_all=args.push_all, emulate_link=args.emulate_link, at_frame=args.at_frame)
+        push_all=args.push_all, emulate_link=args.emulate_link, at_frame=args.at_frame,
+        aggregator={"auto": None, "yes": True, "no": False}[args.aggregator],
+        lead_s=args.lead)
     if not args.json:
         print(format_table(summary))
     failed = [d for d, o in summary["devices"].items() if o["status"] not in (APPLIED, UNCHANGED)]
+    agg = summary.get("aggregator")
+    if agg is not None and agg["status"] != APPLIED:
+        raise PushError(f"the aggregator did not switch to {summary['deployment_id']} at frame "
+                        f"{summary['at_frame']}: {agg['status']}"
+                        + (f" ({agg['reason']}: {agg['message']})" if agg["reason"] else ""),
+                        summary)
     if failed:
         raise PushError(f"{len(failed)} of {len(summary['devices'])} device(s) did not apply "
                         f"sequence {summary['sequence']}: {', '.join(failed)}", summary)
@@ -144,7 +183,10 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
              listen: float = 3.0, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
              expires: float = 7 * 24 * 3600, rollback: bool = False,
              push_all: bool = False, emulate_link: bool = False,
-             at_frame: int | None = None) -> dict[str, Any]:
+             at_frame: int | None = None, aggregator: bool | None = None,
+             lead_s: float = DEFAULT_LEAD_S) -> dict[str, Any]:
+    """Push `deploy` to the fleet on `broker` (module doc); the summary dict `--json` prints.
+    `aggregator`: True (switch it too: required), False (devices only), None (auto)."""
     from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
     from slimedge.export.signing import PRIVATE_KEY_NAME
     from slimedge.runtime.mqtt import MqttClient
@@ -166,19 +208,35 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
 
     # What devices run: heard on a client of its own, so the delivery client below receives
     # acknowledgments only (not its own chunks echoed back from the update topics).
+    started = time.monotonic()
+    all_names = [d.device for d in manifest.devices]
+    watch_names = all_names if aggregator is not False else names
     watcher = MqttClient(broker, name="slimedge-push-watch",
-                         subscriptions=[(topics.heartbeat_all(fleet), 0)]
-                         + [(topics.update(fleet, n), 1) for n in names]).start()
+                         subscriptions=[(topics.heartbeat_all(fleet), 0),
+                                        (topics.aggregator_state(fleet), 1)]
+                         + [(topics.update(fleet, n), 1) for n in watch_names]).start()
     try:
-        states = _listen(watcher, fleet, names, listen)
+        states, agg_state = _listen(watcher, fleet, watch_names, listen,
+                                    want_aggregator=aggregator is True)
     finally:
         watcher.stop()
+    part: _AggregatorPart | None = None
+    if aggregator is True and agg_state is None:
+        raise PushError(f"no aggregator heard on {topics.aggregator_state(fleet)} within "
+                        f"{listen:g} s: start it, or push to the devices only (--aggregator no)")
+    if aggregator is not False and agg_state is not None:
+        at_frame = _switch_frame(agg_state, at_frame, lead_s)
+        part = _AggregatorPart(at_frame, started)
+        names, push_all = all_names, True  # every device's messages change deployment at F
     changed = [n for n in names if push_all or not _runs(states[n], manifest.device(n))]
     outcomes: dict[str, Outcome] = {n: Outcome(UNCHANGED) for n in names if n not in changed}
     sequence = None
     if changed:
-        seen = max([s.sequence for s in states.values()] + [0])
+        seen = max([s.sequence for s in states.values()]
+                   + [int((agg_state or {}).get("sequence") or 0)])
         sequence = SequenceCounter(key_path.parent / SEQUENCE_FILE).next(at_least=seen)
+        agg_update = None if part is None else build_aggregator_update(
+            deploy, key_path, sequence=sequence, commit_at_frame=at_frame, expires_in_s=expires)
         updates = build_updates(deploy, key_path, sequence=sequence, devices=changed,
                                 expires_in_s=expires, rollback=rollback,
                                 commit_at_frame=at_frame)
@@ -186,7 +244,18 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
         client = MqttClient(broker, name="slimedge-push", inbound_max=100_000,
                             subscriptions=[(topics.ack_all(fleet), 1)]).start()
         try:
-            outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout, bandwidth))
+            deadline = started + timeout
+            if part is not None and agg_update is not None:
+                part.prepare(client, fleet, agg_update, chunk_bytes, deadline)
+            if part is None or part.status == PREPARED:
+                outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout,
+                                         bandwidth, on_message=part and part.take))
+            else:
+                outcomes.update({n: Outcome(NOT_SENT, "aggregator-" + part.status.replace(
+                    " ", "-"), "the aggregator did not prepare the switch: devices untouched")
+                    for n in changed})
+            if part is not None:
+                part.wait_applied(client, deadline)
         finally:
             client.stop()
     return {
@@ -194,7 +263,104 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
         "broker": broker, "chunk_bytes": chunk_bytes, "emulate_link": emulate_link,
         "at_frame": at_frame,
         "devices": {n: outcomes[n].to_dict() for n in names},
+        "aggregator": None if part is None else part.to_dict(),
     }
+
+
+def _switch_frame(state: dict[str, Any], at_frame: int | None, lead_s: float) -> int:
+    """F: the one given, else the aggregator's last frame + `lead_s` seconds of frames."""
+    if at_frame is not None:
+        return int(at_frame)
+    last, fps = state.get("last_frame"), state.get("fps") or state.get("frames_per_s")
+    if not isinstance(last, int) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise PushError("cannot choose the frame to switch at: the aggregator has answered no "
+                        f"frame yet (last_frame {last!r}, frame rate {fps!r}); pass --at-frame F")
+    if not lead_s > 0:
+        raise PushError(f"--lead must be > 0 seconds, got {lead_s}")
+    return last + 1 + math.ceil(lead_s * fps)
+
+
+class _AggregatorPart:
+    """The aggregator's side of one push: send its order, wait for `prepared`, later for
+    `applied` (the first frame it answered with the new deployment)."""
+
+    def __init__(self, at_frame: int, started: float) -> None:
+        self.at_frame, self.started = at_frame, started
+        self.status, self.reason, self.message = TIMED_OUT, None, ""
+        self.seconds: float | None = None
+        self.prepared_seconds: float | None = None
+        self.first_frame: int | None = None
+        self.resent_chunks = 0
+        self.bytes: int | None = None
+        self._update: AggregatorUpdate | None = None
+        self._resend: Callable[[list[list[int]]], None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "message": self.message,
+                "seconds": self.seconds, "prepared_seconds": self.prepared_seconds,
+                "commit_at_frame": self.at_frame, "first_frame": self.first_frame,
+                "resent_chunks": self.resent_chunks, "bytes": self.bytes}
+
+    def take(self, msg: Any) -> bool:
+        """Handle `msg` if it is the aggregator's acknowledgment (True), else False."""
+        from slimedge.runtime.aggregator_update import APPLIED as AGG_APPLIED
+        from slimedge.runtime.aggregator_update import AggregatorAck
+
+        up = self._update
+        if up is None or msg.topic != topics.aggregator_ack(up.order.fleet):
+            return False
+        try:
+            ack = AggregatorAck.from_bytes(msg.payload)
+        except UpdateMessageError:
+            return True
+        if ack.sequence != up.sequence:
+            return True
+        now = round(time.monotonic() - self.started, 4)
+        if ack.status == MISSING:
+            if self._resend is not None:
+                self._resend(ack.missing)
+            return True
+        if ack.status == PREPARED and self.status == TIMED_OUT:
+            self.status, self.prepared_seconds = PREPARED, now
+        elif ack.status == AGG_APPLIED:
+            self.status, self.seconds, self.first_frame = APPLIED, now, ack.first_frame
+            self.prepared_seconds = self.prepared_seconds or now
+        elif ack.status == REFUSED:
+            self.status, self.reason, self.message = REFUSED, ack.reason, ack.message
+        return True
+
+    def prepare(self, client: Any, fleet: str, up: AggregatorUpdate, chunk_bytes: int,
+                deadline: float) -> None:
+        """Chunks, then the retained offer; resend what it misses; until prepared/refused."""
+        self._update, self.bytes = up, len(up.payload)
+        topic = topics.aggregator_update(fleet)
+        chunks = up.chunks(chunk_bytes)
+
+        def resend(ranges: list[list[int]]) -> None:
+            for c in chunks:
+                if any(c.offset < a + n and a < c.offset + len(c.data) for a, n in ranges):
+                    _publish(client, topic, encode_chunk(c))
+                    self.resent_chunks += 1
+
+        self._resend = resend
+        for c in chunks:
+            _publish(client, topic, encode_chunk(c))
+        _publish(client, topic, encode_offer(up.offer(chunk_bytes)), retain=True)
+        while self.status == TIMED_OUT and time.monotonic() < deadline:
+            msg = client.get(timeout=0.1)
+            if msg is not None:
+                self.take(msg)
+        if self.status == TIMED_OUT:
+            self.message = "no acknowledgment (prepared) before the timeout"
+
+    def wait_applied(self, client: Any, deadline: float) -> None:
+        while self.status == PREPARED and time.monotonic() < deadline:
+            msg = client.get(timeout=0.1)
+            if msg is not None:
+                self.take(msg)
+        if self.status == PREPARED:
+            self.message = (f"prepared, but frame {self.at_frame} was not answered before the "
+                            "timeout")
 
 
 def _link_bandwidths(manifest: Any, devices: list[str]) -> dict[str, float | None]:
@@ -219,14 +385,29 @@ def _runs(state: DeviceState, entry: Any) -> bool:
     return bool(h) and len(h) >= 16 and entry.sha256.startswith(h)
 
 
-def _listen(client: Any, fleet: str, names: list[str], seconds: float) -> dict[str, DeviceState]:
-    """Heartbeats and retained offers for up to `seconds` (less once every device spoke)."""
+def _listen(client: Any, fleet: str, names: list[str], seconds: float, *,
+            want_aggregator: bool = False
+            ) -> tuple[dict[str, DeviceState], dict[str, Any] | None]:
+    """Heartbeats, retained offers and the aggregator's retained state for up to `seconds`
+    (less once every device spoke and the aggregator was heard, or AUTO_LISTEN_S passed)."""
     states = {n: DeviceState() for n in names}
     heard: set[str] = set()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and len(heard) < len(names):
+    agg: dict[str, Any] | None = None
+    start = time.monotonic()
+    deadline = start + seconds
+
+    def done() -> bool:
+        if len(heard) < len(names):
+            return False
+        return agg is not None or (not want_aggregator
+                                   and time.monotonic() - start >= AUTO_LISTEN_S)
+
+    while time.monotonic() < deadline and not done():
         msg = client.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
         if msg is None:
+            continue
+        if msg.topic == topics.aggregator_state(fleet):
+            agg = _aggregator_state(msg.payload) or agg
             continue
         try:
             _, device, kind = topics.device_of(msg.topic)
@@ -250,7 +431,16 @@ def _listen(client: Any, fleet: str, names: list[str], seconds: float) -> dict[s
                 continue
             if isinstance(offer, Offer):
                 st.sequence = max(st.sequence, offer.sequence)
-    return states
+    return states, agg
+
+
+def _aggregator_state(payload: bytes) -> dict[str, Any] | None:
+    """The aggregator's retained state if it says it is running, else None."""
+    try:
+        state = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) and state.get("running") is True else None
 
 
 def _publish(client: Any, topic: str, payload: bytes, retain: bool = False) -> None:
@@ -315,7 +505,10 @@ def _chunk_messages(up: DeviceUpdate, chunk_bytes: int,
 
 
 def _deliver(client: Any, fleet: str, updates: list[DeviceUpdate], chunk_bytes: int,
-             timeout: float, bandwidth_bps: dict[str, float | None]) -> dict[str, Outcome]:
+             timeout: float, bandwidth_bps: dict[str, float | None],
+             on_message: Callable[[Any], bool] | None = None) -> dict[str, Outcome]:
+    """Send every device its update, resend what a device misses, until every device answered
+    or `timeout`; `on_message` sees every message first (True: taken, not a device's ack)."""
     outcomes = {u.device: Outcome(bytes=u.manifest.bytes) for u in updates}
     by_device = {u.device: u for u in updates}
     links = _Links(client, bandwidth_bps)
@@ -329,6 +522,8 @@ def _deliver(client: Any, fleet: str, updates: list[DeviceUpdate], chunk_bytes: 
     while waiting and time.monotonic() < deadline:
         links.pump()
         while (msg := client.get(timeout=0.0 if links.queue else 0.1)) is not None:
+            if on_message is not None and on_message(msg):
+                continue
             ack = _ack_of(msg, waiting)
             if ack is None:
                 continue
@@ -381,8 +576,17 @@ def format_table(summary: dict[str, Any]) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True))
                      + "  " + r[3])
+    agg = summary.get("aggregator")
+    if agg is not None:
+        secs = "" if agg["seconds"] is None else f" after {agg['seconds']:.2f} s"
+        why = f" ({agg['reason']}: {agg['message']})" if agg["reason"] else (
+            f" ({agg['message']})" if agg["message"] else "")
+        first = "" if agg["first_frame"] is None else f", first frame {agg['first_frame']}"
+        lines.append(f"aggregator: {agg['status']} at frame {agg['commit_at_frame']}{first}"
+                     f"{secs}{why}")
     return "\n".join(lines)
 
 
-__all__ = ["APPLIED", "REFUSED", "TIMED_OUT", "UNCHANGED", "PushError", "add_push_options",
+__all__ = ["APPLIED", "NOT_SENT", "PREPARED", "REFUSED", "TIMED_OUT", "UNCHANGED", "PushError",
+           "add_push_options",
            "format_table", "push", "run_push"]

@@ -222,3 +222,69 @@ def resign(update: DeviceUpdate, private_key: Any, **changes: Any) -> DeviceUpda
     m = replace(update.manifest, **changes)
     data = m.to_bytes()
     return DeviceUpdate(m, data, signing.sign(private_key, data), update.payload)
+
+
+@dataclass(frozen=True)
+class AggregatorUpdate:
+    """The aggregator's part of a fleet-wide switch: its signed order and payload (the new
+    deployment's signed manifest and aggregator files), ready to publish."""
+
+    order: Any  # slimedge.runtime.aggregator_update.AggregatorOrder
+    order_bytes: bytes
+    signature: bytes
+    payload: bytes
+
+    @property
+    def sequence(self) -> int:
+        return int(self.order.sequence)
+
+    def offer(self, chunk_bytes: int) -> Offer:
+        return Offer(self.sequence, chunk_bytes, self.order_bytes, self.signature)
+
+    def chunks(self, chunk_bytes: int) -> list[Chunk]:
+        return split_payload(self.sequence, bytes.fromhex(self.order.sha256)[:8], self.payload,
+                             chunk_bytes)
+
+
+def build_aggregator_update(deploy_dir: str | os.PathLike[str],
+                            private_key_path: str | os.PathLike[str], *, sequence: int,
+                            commit_at_frame: int, now: float | None = None,
+                            expires_in_s: float = DEFAULT_EXPIRY_S) -> AggregatorUpdate:
+    """The aggregator's signed order to serve deployment `deploy_dir` from frame
+    `commit_at_frame` on. The deployment is verified with the key first (as for devices)."""
+    from slimedge.export import ExportError, signing
+    from slimedge.export.manifest import MANIFEST_NAME
+    from slimedge.export.manifest import SIGNATURE_NAME as DEPLOY_SIGNATURE
+    from slimedge.runtime.aggregator_update import AggregatorOrder
+    from slimedge.runtime.topics import fleet_name
+
+    root = Path(deploy_dir)
+    try:
+        key = signing.load_private_key(private_key_path)
+    except ExportError as exc:
+        raise UpdateBuildError(str(exc)) from None
+    if sequence < 1:
+        raise UpdateBuildError(f"sequence must be >= 1, got {sequence}")
+    if commit_at_frame < 0:
+        raise UpdateBuildError(f"commit_at_frame must be a frame id >= 0, got {commit_at_frame}")
+    if expires_in_s <= 0:
+        raise UpdateBuildError(f"expiry must be in the future, got {expires_in_s} s")
+    manifest = verify_for_push(root, key)
+    paths = [MANIFEST_NAME, DEPLOY_SIGNATURE] + [f.path for _, f in manifest.aggregator.files()]
+    files, parts, offset = [], [], 0
+    for rel in paths:
+        data = (root / rel).read_bytes()
+        files.append(PayloadFile(rel, offset, len(data), hashlib.sha256(data).hexdigest()))
+        parts.append(data)
+        offset += len(data)
+    payload = b"".join(parts)
+    now = time.time() if now is None else now
+    order = AggregatorOrder(
+        fleet=fleet_name(manifest.deployment_id, manifest.created),
+        deployment_id=manifest.deployment_id, deployment_created=manifest.created,
+        sequence=int(sequence), commit_at_frame=int(commit_at_frame), created=utc(now),
+        expires=utc(now + expires_in_s), signing_key=signing.fingerprint(key.public_key()),
+        sha256=hashlib.sha256(payload).hexdigest(), bytes=len(payload), files=tuple(files))
+    data = order.to_bytes()
+    order = AggregatorOrder.from_bytes(data, source="aggregator order")  # what it accepts
+    return AggregatorUpdate(order, data, signing.sign(key, data), payload)

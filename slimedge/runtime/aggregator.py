@@ -478,6 +478,15 @@ class Aggregator:
     def _event(self, t_ns: int, event: str, **fields: Any) -> None:
         self.events.append({"t_ns": t_ns, "event": event, **fields})
 
+    def log_event(self, t_ns: int, event: str, **fields: Any) -> None:
+        """An event of the service around the aggregator (events.jsonl), e.g. a refused switch."""
+        self._event(t_ns, event, **fields)
+
+    @property
+    def latest_frame(self) -> int | None:
+        """The highest frame id answered, None before the first."""
+        return None if self._latest_answered < 0 else self._latest_answered
+
     def drain_events(self) -> list[dict[str, Any]]:
         out, self.events = self.events, []
         return out

@@ -19,8 +19,8 @@ from slimedge.errors import SlimEdgeError
 from slimedge.runtime import topics
 from slimedge.runtime.live_weights import LiveSetPooling, PoolingError
 
-__all__ = ["AggregatorDeployment", "DeploymentError", "DeviceSpec", "load_aggregator_deployment",
-           "provisioned_key", "verify_aggregator_part"]
+__all__ = ["AggregatorDeployment", "DeploymentError", "DeploymentSignatureError", "DeviceSpec",
+           "load_aggregator_deployment", "provisioned_key", "verify_aggregator_part"]
 
 AGGREGATOR_DIR = "aggregator"
 INT8_FORMAT = "int8"  # the one artifact format whose features leave the device as int8
@@ -28,6 +28,10 @@ INT8_FORMAT = "int8"  # the one artifact format whose features leave the device 
 
 class DeploymentError(SlimEdgeError):
     """A deployment the aggregator cannot serve; names the file and field."""
+
+
+class DeploymentSignatureError(DeploymentError):
+    """A deployment manifest whose signature does not verify with the trusted key."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,9 @@ def verify_aggregator_part(root: Path, key: Any) -> Any:
 
     data = _read_bytes(root / MANIFEST_NAME)
     if not signing.verify_signature(key, _read_bytes(root / SIGNATURE_NAME), data):
-        raise DeploymentError(f"{root / MANIFEST_NAME}: signature in {SIGNATURE_NAME} does "
-                              f"not verify with the provisioned key {signing.fingerprint(key)}")
+        raise DeploymentSignatureError(f"{root / MANIFEST_NAME}: signature in "
+                                       f"{SIGNATURE_NAME} does not verify with the provisioned "
+                                       f"key {signing.fingerprint(key)}")
     try:
         m = DeploymentManifest.from_json(data, source=str(root / MANIFEST_NAME))
     except ExportError as e:

@@ -12,6 +12,13 @@ slimedge/<fleet>/results and queues it for the results database. The run folder:
                      own broker connection), stopped
     metrics.json     the final status snapshot (the keys of /status, plus "mqtt",
                      "inbound_dropped", "frames_expected", "frames_lost", "events")
+    deployments/     deployments received for a fleet-wide switch (`aggregator_switch`):
+                     <sequence>-<deployment id>/ with the manifest and the aggregator's files
+
+A fleet-wide switch arrives on slimedge/<fleet>/aggregator/update, is verified with the key the
+aggregator started with and prepared off the frame loop, and serves frames >= its frame F;
+acknowledgments go to slimedge/<fleet>/aggregator/ack, and slimedge/<fleet>/aggregator/state
+(retained) says what is served and the last frame answered (`slimedge push` picks F from it).
 
 With `--frames N --fps F --start-at NS` (what `fleet up` passes) the aggregator knows the
 replay's schedule: it exits on its own once the last frame's deadline has passed, and counts
@@ -139,16 +146,18 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
     from slimedge.artifacts import write_json
     from slimedge.runtime import topics
     from slimedge.runtime.aggregator import Aggregator
-    from slimedge.runtime.aggregator_deployment import load_aggregator_deployment
+    from slimedge.runtime.aggregator_deployment import load_aggregator_deployment, provisioned_key
+    from slimedge.runtime.aggregator_switch import SwitchLink
     from slimedge.runtime.detector import DetectorConfig
     from slimedge.runtime.head import HeadRunner
-    from slimedge.runtime.mqtt import MqttClient
+    from slimedge.runtime.mqtt import Message, MqttClient
     from slimedge.runtime.results_db import RESULTS_DB, ResultsDB
     from slimedge.runtime.status_http import StatusBoard, StatusServer
 
     http = _http_address(args.http) if args.http else None
     _check_schedule(args)
     dep = load_aggregator_deployment(args.deploy, args.public_key)
+    trusted_key = provisioned_key(args.deploy, args.public_key)  # verifies every later switch
     head = HeadRunner(dep.head_path, dep.feature_dim, dep.n_classes)
     labels = _labels(args.dataset)
     run_dir = Path(args.run_dir or time.strftime("aggregator-run-%Y%m%d%H%M%S", time.gmtime()))
@@ -174,10 +183,13 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                    "devices": sorted(dep.devices)}])
     if server is not None:
         print(f"[aggregator] status page {server.url}/", file=sys.stderr, flush=True)
-    client = MqttClient(args.broker, name="aggregator",
+    switch = SwitchLink(agg, trusted_key, run_dir / "deployments")
+    gone = Message(switch.state_topic, json.dumps({"running": False}), 1, retain=True)
+    client = MqttClient(args.broker, name="aggregator", will=gone,
                         subscriptions=[(topics.features_all(dep.fleet), 0),
                                        (topics.heartbeat_all(dep.fleet), 0),
-                                       (topics.status_all(dep.fleet), 1)])
+                                       (topics.status_all(dep.fleet), 1),
+                                       (switch.topic, 1)])
     stop = stop or threading.Event()
     previous = _on_signals(stop)
     results_topic = topics.results(dep.fleet)
@@ -185,6 +197,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
 
     def snapshot(t: int) -> dict[str, Any]:
         s = agg.status(t)
+        s["switch"]["updates"] = switch.counts()
         s["mqtt"] = client.stats()
         s["inbound_dropped"] = client.inbound.dropped
         s["http"] = None if server is None else server.url
@@ -206,17 +219,24 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                 agg.link(client.connected, t)
                 out = agg.tick(t)
                 next_tick = t + TICK_NS
-            if m is not None:
+            if m is not None and m.topic == switch.topic:
+                for ack in switch.handle(m.payload, t):
+                    client.publish(switch.ack_topic, ack.to_bytes(), qos=1)
+            elif m is not None:
                 out += agg.handle(m.topic, m.payload, t)
             for r in out:
                 client.publish(results_topic, json.dumps(r.to_message()))
                 db.add(r)
                 if args.frames is not None and 0 <= r.frame < args.frames:
                     seen_frames.add(r.frame)  # bounded by --frames
+            for ack in switch.poll(t):  # prepared (scheduled at F), refused, applied
+                client.publish(switch.ack_topic, ack.to_bytes(), qos=1)
             events.write(agg.drain_events())
             if t >= next_status:
                 db.flush()
                 board.publish(snapshot(t))
+                client.publish(switch.state_topic, json.dumps(switch.state(t, args.fps)), qos=1,
+                               retain=True)
                 next_status = t + int(STATUS_EVERY_S * 1e9)
             if end_ns is not None and t >= end_ns and not agg.aligner.pending:
                 break
@@ -235,7 +255,8 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
         events.close()
         write_json(run_dir / METRICS_FILE, final)
         board.publish(final)
-        client.stop()
+        switch.stop()
+        client.stop(final=[gone])
         if server is not None:
             server.stop()
         for sig, handler in previous.items():
