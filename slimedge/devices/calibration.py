@@ -1,6 +1,11 @@
-"""Fits of a ladder's measured latencies: is time MAC-linear, or per layer, for a kernel set?
+"""Fits of a per-level cost: is it MAC-linear, or per layer? (kernel profiles, host checks)
 
-Two measured forms, each fitted over the ladder's levels by non-negative least squares on
+`fit_measured` fits any per-level figure: the instructions counted on an emulated core, which
+`slimedge.devices.kernel_profiles` turns into the kernel profiles the "per-layer" cost model
+uses, or the latencies the ladder build timed on its host (`fit_kernel_set(s)`), which only
+`tools/fit_cost_model.py` reports, as a check: no host timing enters a plan.
+
+Two forms, each fitted over the ladder's levels by non-negative least squares on
 relative error (every level counts alike, fast or slow):
 
 - "mac" (MAC-linear)::
@@ -16,19 +21,17 @@ relative error (every level counts alike, fast or slow):
   cost of dispatching one operator, E the rate at which outputs are requantised and stored.
   Columns that are zero at every level (a branch without depthwise layers) are dropped.
 
-Calibration data per kernel set: `levels[i]["latency_ms_kernels"][k]`, the int8 branch timed
-by the ladder build under LiteRT's kernel sets (`slimedge.profile.litert.KERNELS`). Which set
-a board class runs (`KERNEL_SET_OF_CLASS`): microcontrollers compute TFLite Micro's reference
-arithmetic ("reference", bit-exact with TFLite Micro); Linux boards run LiteRT's default
-XNNPACK delegate ("xnnpack"; Edge TPU and GPU boards fall back to the same CPU kernels for the
-ops their delegate does not take, and the board figure sets their speed).
+Host timing per kernel set: `levels[i]["latency_ms_kernels"][k]`, the int8 branch timed by
+the ladder build under LiteRT's kernel sets (`slimedge.profile.litert.KERNELS`).
+`KERNEL_SET_OF_CLASS` names the host set that stands for a board class in that check
+(microcontrollers: "reference", bit-exact with TFLite Micro; Linux boards: "xnnpack").
 
 The fit-quality rule (`choose_form`), per kernel set:
 
 1. "board" when the MAC-linear fit has R² < `LOW_R2` or no MAC slope: the host's latency under
    that kernel set does not follow the work (XNNPACK on an AMX host is flat across the demo
-   ladder, `docs/benchmarks.md`), so it says nothing about a board; the board's own figures
-   (overhead + MACs / R_B) are used.
+   ladder, `docs/benchmarks.md`), so it says nothing about a board (no kernel profile is
+   written from such a fit).
 2. "per-layer" when its leave-one-out relative RMS error is below `FORM_GAIN` x the MAC-linear
    fit's (the extra terms must cut the out-of-sample error by 10 %).
 3. "mac" otherwise (including ladders with too few levels to test the per-layer form).

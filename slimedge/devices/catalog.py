@@ -32,6 +32,11 @@ link.interval (optional) is the scheduled part of link.latency (a BLE connection
 message waits up to one interval, half on average, so the expected link latency is
 latency - interval / 2 (`slimedge.devices.link`). power.typical is optional (whole-board draw
 under load, for reference). Checked: idle <= active, interval <= latency.
+
+Kernels (optional, read by the "per-layer" cost model): `kernels: {core, set, source}` names
+the kernel profile the board runs (`firmware_configs/kernels/<core>-<set>.yaml`, instructions
+per invoke counted on an emulated core; `slimedge.devices.kernel_profiles`); a core or set with
+no profile is refused, naming the file and field. Without it the board's figures alone time it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ board facts (`slimedge.devices.catalog.Board`). Nothing here hard-codes a board.
 part of the model:
 
 - inference time: `slimedge.devices.latency_model` (cost models "per-layer", "mac",
-  "authors"), calibrated by `slimedge.devices.calibration` (fits of measured latencies);
+  "authors"); "per-layer" is shaped by the board's kernel profile
+  (`slimedge.devices.kernel_profiles`: instructions counted on an emulated core), never by
+  timing on the planning host;
 - transfer of one feature message: `slimedge.devices.link` (expected or worst wait);
 - memory fit: `slimedge.devices.memory`;
 - energy per frame and battery life: `slimedge.devices.energy`.
