@@ -144,8 +144,9 @@ class Controller:
             while not stop.is_set():
                 self._drain_changes()
                 want = self._wanted_down(time.time_ns())
-                if want is not None:
-                    self._act(want)
+                if want is not None and not stop.is_set():
+                    with self.watch.busy():
+                        self._act(want)
                 stop.wait(0.05)
         finally:
             counts = self.watch.counts()
@@ -250,12 +251,14 @@ class Controller:
         from slimedge.fleet.controller_switch import push_switch
 
         try:
-            pushed = push_switch(deploy, self.url, sorted(changes), at_frame=frame,
+            up = [d for d in self.devices if d not in want]
+            pushed = push_switch(deploy, self.url, up, at_frame=frame, lead_s=self.lead_s,
                                  key=self.work.key, fleet=self.fleet,
                                  timeout=self.push_timeout)
         except SlimEdgeError as exc:  # an update that cannot be built or sent
             pushed = {"ok": False, "message": str(exc), "acked_ns": None}
         row["push"] = pushed
+        row["at_frame"] = pushed.get("at_frame", frame)
         phases["acked_ns"] = pushed.get("acked_ns")
         if pushed["ok"]:
             self.current = Current(deploy, r.plan_path, want, n)

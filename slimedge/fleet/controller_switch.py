@@ -1,12 +1,18 @@
-"""The controller's push: the changed devices' updates, all switching at one frame.
+"""The controller's push: a new deployment to the aggregator and the devices that are up, all
+switching at one frame F (FLEET_CONTRACT, "Fleet-wide switch").
 
-`push_switch` carries a new deployment to the devices whose model changed with
-`slimedge.fleet.push.run_push` (signed per-device updates, each served from frame F on) and
-says whether every part was acknowledged, and when the last acknowledgment came.
+`slimedge.fleet.push.run_push` does the work: the aggregator's part first (its new head,
+pooling and contingency table, prepared for frame F), then each device's signed update with
+`commit_at_frame=F` (a device whose model is unchanged still gets one: from F on its messages
+carry the new deployment's id). The devices down are left out: they would only time out, and
+when one returns the controller replans and pushes again.
+
+`push_switch` says whether every part was acknowledged, and when the last acknowledgment came.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -17,29 +23,47 @@ from slimedge.runtime.update_messages import APPLIED
 OK_STATUSES = (APPLIED, "unchanged")
 
 
+def _supports(name: str) -> bool:
+    return name in inspect.signature(run_push).parameters
+
+
 def push_switch(deploy: Path, url: str, devices: list[str], *, at_frame: int | None,
-                key: Path, fleet: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Push `devices`' updates of `deploy` to switch at `at_frame`; {"ok", "devices",
-    "sequence", "acked_ns", "message"}."""
+                lead_s: float, key: Path, fleet: str, timeout: float = 60.0
+                ) -> dict[str, Any]:
+    """Push `deploy` to `devices` (the ones up) and the aggregator, switching at one frame:
+    `at_frame` where the aggregator does not take part, else the push's own choice (`lead_s`
+    of frames after the aggregator's last). Returns {"ok", "at_frame", "devices",
+    "aggregator", "sequence", "acked_ns", "message"}."""
     t0_ns = time.time_ns()
-    out: dict[str, Any] = {"ok": True, "devices": {}, "sequence": None, "acked_ns": None,
+    kwargs: dict[str, Any] = {"devices": devices, "key": key, "fleet": fleet,
+                              "timeout": timeout, "listen": 2.0}
+    if _supports("aggregator"):  # the fleet-wide switch: F from the aggregator's own state
+        kwargs.update(aggregator=True, lead_s=lead_s, at_frame=None)
+    else:
+        kwargs.update(at_frame=at_frame)
+    out: dict[str, Any] = {"ok": True, "at_frame": at_frame, "devices": {},
+                           "aggregator": None, "sequence": None, "acked_ns": None,
                            "message": None}
-    if devices:
-        try:
-            s = run_push(deploy, url, devices=devices, key=key, fleet=fleet, timeout=timeout,
-                         listen=2.0, at_frame=at_frame)
-        except PushError as exc:
+    try:
+        s = run_push(deploy, url, **kwargs)
+    except PushError as exc:
+        s = exc.summary
+        if s is None:
             return {**out, "ok": False, "message": str(exc)}
-        out["devices"], out["sequence"] = s["devices"], s["sequence"]
-        bad = [d for d, o in s["devices"].items() if o["status"] not in OK_STATUSES]
-        if bad:
-            out["ok"] = False
-            out["message"] = "not applied on " + ", ".join(
-                f"{d} ({s['devices'][d]['status']}: {s['devices'][d].get('reason') or ''})"
-                for d in bad)
-        secs = [o["seconds"] for o in s["devices"].values() if o.get("seconds") is not None]
-        if secs:
-            out["acked_ns"] = t0_ns + int(max(secs) * 1e9)
-    if out["acked_ns"] is None:
-        out["acked_ns"] = time.time_ns()
+    out.update({"devices": s.get("devices") or {}, "aggregator": s.get("aggregator"),
+                "sequence": s.get("sequence"),
+                "at_frame": s.get("at_frame", at_frame)})
+    bad = [f"{d} ({o['status']}: {o.get('reason') or o.get('message') or ''})"
+           for d, o in out["devices"].items() if o["status"] not in OK_STATUSES]
+    agg = out["aggregator"]
+    if agg is not None and agg.get("status") != APPLIED:
+        bad.append(f"aggregator ({agg.get('status')}: {agg.get('reason') or ''} "
+                   f"{agg.get('message') or ''})".rstrip())
+    if bad:
+        out["ok"] = False
+        out["message"] = "not applied on " + ", ".join(bad)
+    secs = [o["seconds"] for o in out["devices"].values() if o.get("seconds") is not None]
+    if agg is not None and agg.get("seconds") is not None:
+        secs.append(agg["seconds"])
+    out["acked_ns"] = t0_ns + int(max(secs) * 1e9) if secs else time.time_ns()
     return out

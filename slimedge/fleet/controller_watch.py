@@ -18,6 +18,8 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +79,7 @@ class FleetWatch:
         self.progress = Progress()
         self.heartbeats: dict[str, dict[str, Any]] = {}  # device -> last accepted, as sent
         self._lock = threading.Lock()
+        self._busy = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="controller-watch", daemon=True)
 
@@ -103,13 +106,31 @@ class FleetWatch:
             with self._lock:
                 connected = self.client.connected
                 if connected != was_connected:  # deaf while our own link is down
-                    self.detector.listening(connected, time.time_ns())
+                    if not self._busy:
+                        self.detector.listening(connected, time.time_ns())
                     was_connected = connected
                 if msg is not None:
                     self._take(msg.topic, msg.payload, msg.received_ns)
                 if time.monotonic() >= next_tick:
                     self._emit(self.detector.tick(time.time_ns()))
                     next_tick = time.monotonic() + TICK_S
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """While the controller replans and exports in this process, its own threads (this
+        one and the MQTT client's) get little CPU: heartbeats are read late, so silence then
+        proves nothing. The detector is told it cannot hear (no silence timeout runs; a Last
+        Will still counts at once), and silence counts again from the end."""
+        with self._lock:
+            self._busy = True
+            self.detector.listening(False, time.time_ns())
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy = False
+                if self.client.connected:
+                    self.detector.listening(True, time.time_ns())
 
     def take(self, topic: str, payload: bytes, t_ns: int) -> None:
         """One inbound message (the thread calls this; tests may too)."""

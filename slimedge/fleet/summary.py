@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from slimedge.artifacts import write_json
+from slimedge.fleet.controller_recovery import (
+    CONTROLLER_LOG,
+    recovery,
+    reference_predictions,
+)
 from slimedge.fleet.monitor import FLEET_VIEW_FILE
 from slimedge.fleet.run_folder import (
     INJECTIONS_FILE,
@@ -98,6 +103,21 @@ def _marks(dets: list[dict], joins: list[dict], brokers: list[dict]) -> list[Mar
     return marks
 
 
+def recovery_marks(rows: list[dict[str, Any]]) -> list[Mark]:
+    """The controller's phases on the timeline: replanned, and the fleet switched to the new
+    deployment (the capture time of frame F, from the acknowledgments on)."""
+    marks = []
+    for r in rows:
+        if r.get("replanned_s") is not None:
+            marks.append(Mark("replanned", r["replanned_s"], f"replan without {r['device']}"))
+        if r.get("acked_s") is not None and r.get("decision") == "switched":
+            marks.append(Mark("pushed", r["acked_s"], f"all acks ({r['device']} down)"))
+        back = r.get("returned") or {}
+        if back.get("acked_s") is not None and back.get("decision") == "switched":
+            marks.append(Mark("pushed", back["acked_s"], f"all acks ({r['device']} back)"))
+    return marks
+
+
 def artifacts_check(f: RunFacts, res: Any, dep: Deployment, ref: Reference, art: Reference
                     ) -> dict[str, Any]:
     """The answers against the deployment's own artifacts' features, pooled and classified
@@ -134,9 +154,16 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
     inside = (res.frame >= 0) & (res.frame < frames)
     ref_pred = np.full(len(res.frame), -1, np.int64)
     ref_pred[inside] = ref.predictions(dep, res.frame[inside], res.live[inside])
-    f = align(res, frames, fps, start_ns, ref.labels, ref_pred)
     injections = read_jsonl(run_dir / INJECTIONS_FILE)
     events = read_jsonl(run_dir / EVENTS_FILE)
+    controlled = (run_dir / CONTROLLER_LOG).is_file()
+    if controlled:  # frames after a switch: the evaluator of the deployment they were pooled with
+        ladder = info["evaluator"].get("ladder")
+        ref_pred = reference_predictions(
+            run_dir, res.frame, res.live, ref_pred, public_key=Path(info["public_key"]),
+            ladder=None if ladder is None else Path(ladder), note=info["evaluator"]["note"],
+            dataset=Path(info["dataset"]), frames=frames, events=events)
+    f = align(res, frames, fps, start_ns, ref.labels, ref_pred)
     metrics = _read_json(run_dir / METRICS_FILE, {})
     heartbeat_s = float(info["heartbeat_s"])
     views_of = info["views_of"]
@@ -170,6 +197,8 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
         "evaluator": info["evaluator"],
         "run_dir": str(run_dir),
     }
+    if controlled:
+        summary["recovery"] = recovery(f, run_dir, injections, events, views_of)
     if artifacts is not None:
         summary["artifacts_check"] = artifacts_check(f, res, dep, ref, artifacts)
     if plot:
@@ -181,7 +210,7 @@ def summarise(run_dir: Path, dep: Deployment, ref: Reference, *, plot: bool = Tr
             predicted_accuracy=f.predicted_accuracy, live_views=f.live.sum(axis=1),
             latency_ms=f.latency_ms,
             deadline_ms=float(deadline) if isinstance(deadline, int | float) else None,
-            marks=_marks(dets, joins, brokers),
+            marks=_marks(dets, joins, brokers) + recovery_marks(summary.get("recovery", [])),
             title=f"{info['deployment_id']}: {len(info['devices'])} agents, {frames} frames "
                   f"at {fps:g} fps ({summary['broker']} broker)")
         summary["timeline"] = str(plot_timeline(data, run_dir / TIMELINE_FILE))

@@ -20,6 +20,8 @@ MARK_STYLE = {
     "restart": ("tab:blue", "-"),
     "rejoined": ("tab:cyan", "--"),
     "broker-restart": ("tab:purple", "-"),
+    "replanned": ("tab:brown", "-."),  # the controller's new plan
+    "pushed": ("tab:pink", "-"),  # every part of the new deployment acknowledged
 }
 
 LABELLED = ("kill", "restart", "broker-restart")

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 DEFAULT_FPS = 10.0
 DEFAULT_HEARTBEAT_S = 1.0
 AGGREGATOR = "aggregator"
+CONTROLLER = "controller"
 # Beside the deployment (not the demo's own `fleet/` stage folder, which is replaced whole).
 RUNS_DIR = "fleet-runs"
 STATE_DIR = "state"  # <run>/state/<device>: each agent's model slots
@@ -108,6 +109,15 @@ def add_up_options(p: argparse.ArgumentParser) -> None:
                         "<deploy>/../keys/public_key.pem)")
     p.add_argument("--startup-s", type=float, default=None,
                    help="seconds from launching the processes to the first frame")
+    p.add_argument("--controller", action="store_true",
+                   help="run the controller too (`slimedge controller run` on the deployment's "
+                        "work folder): a device dead for --grace is planned without, the new "
+                        "deployment exported and pushed; its deployments go to <run>/deployments")
+    p.add_argument("--grace", type=float, default=1.0, metavar="S",
+                   help="with --controller: seconds dead before the controller replans")
+    p.add_argument("--lead", type=float, default=None, metavar="S",
+                   help="with --controller: seconds of frames between the last one reported and "
+                        "the switch frame (default: the controller's)")
 
 
 @dataclass
@@ -134,6 +144,9 @@ class Prepared:
     heartbeat_s: float
     slack_ms: float | None
     broker_kind: str = "auto"
+    controller: bool = False
+    grace_s: float = 1.0
+    lead_s: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -207,12 +220,29 @@ def prepare(args: argparse.Namespace) -> Prepared:
                            "--run-dir)")
     startup = (args.startup_s if args.startup_s is not None
                else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
+    if args.controller:
+        _check_controller_work(dep.root)
     return Prepared(dep, dataset, frames, float(args.fps), kills, hangs, restarts,
                     broker_restart,
                     parse_time(args.broker_down, "--broker-down"), reference, artifacts, ladder,
                     run_dir,
                     public_key, bool(args.emulate_latency), args.broker, float(startup),
-                    float(args.heartbeat), args.slack_ms, args.broker_kind)
+                    float(args.heartbeat), args.slack_ms, args.broker_kind,
+                    bool(args.controller), float(args.grace), args.lead)
+
+
+def _check_controller_work(deploy: Path) -> None:
+    """The controller replans from the deployment's work folder: it must be `<work>/deploy`
+    with the plan, ladder, dataset and key beside it."""
+    from slimedge.fleet.controller_plan import ControllerError, ControllerWork
+
+    if deploy.resolve() != (deploy.resolve().parent / "deploy"):
+        raise FleetUpError(f"--controller: {deploy} is not a work folder's deploy/ (the "
+                           "controller replans from the plan, ladder and key beside it)")
+    try:
+        ControllerWork(deploy.resolve().parent)
+    except ControllerError as exc:
+        raise FleetUpError(f"--controller: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- commands
@@ -233,6 +263,18 @@ def agent_argv(p: Prepared, device: str, broker: str, start_ns: int) -> list[str
                      # restart inside the run keeps what the device had.
                      "--state", str(p.run_dir / STATE_DIR / device))
     return [*argv, "--emulate-latency"] if p.emulate_latency else argv
+
+
+def controller_argv(p: Prepared, broker: str) -> list[str]:
+    from slimedge.fleet.controller_recovery import CONTROLLER_DEPLOYMENTS, CONTROLLER_LOG
+
+    argv = _slimedge("controller", "run", "--work", str(p.dep.root.resolve().parent),
+                     "--broker", broker, "--grace", f"{p.grace_s:g}",
+                     "--heartbeat", f"{p.heartbeat_s:g}", "--fps", f"{p.fps:g}",
+                     "--log", str(p.run_dir / CONTROLLER_LOG),
+                     "--deployments", str(p.run_dir / CONTROLLER_DEPLOYMENTS),
+                     "--public-key", str(p.public_key))
+    return argv if p.lead_s is None else [*argv, "--lead", f"{p.lead_s:g}"]
 
 
 def aggregator_argv(p: Prepared, broker: str, start_ns: int) -> list[str]:
@@ -315,11 +357,14 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                     "emulate_latency": p.emulate_latency, "heartbeat_s": p.heartbeat_s,
                     "evaluator": {"source": p.reference.source, "note": p.reference.note,
                                   "ladder": None if p.ladder is None else str(p.ladder)},
-                    "public_key": str(p.public_key)}
+                    "public_key": str(p.public_key), "controller": p.controller,
+                    "grace_s": p.grace_s if p.controller else None}
             write_json(p.run_dir / RUN_FILE, info)
             sup.start(AGGREGATOR, aggregator_argv(p, url, start_ns))
             for device in devices:
                 sup.start(device, agent_argv(p, device, url, start_ns))
+            if p.controller:
+                sup.start(CONTROLLER, controller_argv(p, url))
             say(f"{len(devices)} agents + aggregator started; first frame in "
                 f"{(start_ns - time.time_ns()) / 1e9:.1f} s")
             late = monitor.wait_up(devices, start_ns)
@@ -331,13 +376,20 @@ def execute(p: Prepared, say: Any = None) -> dict[str, Any]:
                 say(f"not up when the first frame was due: {', '.join(late)} (their first "
                     "frames may be lost; a longer --startup-s helps)")
             _drive(p, sup, broker, url, start_ns, say)
+            if p.controller:
+                # Stopped when the last frame is captured, before the agents finish their
+                # replay: their clean exits end the run, they are not devices to plan without.
+                last_ns = start_ns + int((p.frames - 1) / p.fps * 1e9)
+                while time.time_ns() < last_ns and sup.children[AGGREGATOR].running():
+                    time.sleep(0.05)
+                sup.stop(CONTROLLER)
             _wait_for_aggregator(p, sup, start_ns)
         finally:
             if monitor is not None:
                 monitor.close()
             # Agents first (no more frames), then the aggregator (on SIGTERM it writes its
             # results and metrics), then the broker.
-            sup.stop_all(order=[*devices, AGGREGATOR])
+            sup.stop_all(order=[CONTROLLER, *devices, AGGREGATOR])
             if broker is not None:
                 broker.stop()
     return info
