@@ -108,6 +108,10 @@ def _ladder_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", required=True,
                    help="level index per view (0,0,3,...), one for all, or fractions (0.5,...)")
     p.add_argument("--dead", default=None, help="failed views, e.g. 2,5")
+    p.add_argument("--features", default=None,
+                   help="feature variant each view's device sends, one per view or one for "
+                        "all: int8 (LiteRT, default), int8-tflm (TFLite Micro), float16, "
+                        "dynamic, float32")
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--vs-failed", action="store_true",
                    help="also accuracy vs number of failed views (mean and worst)")

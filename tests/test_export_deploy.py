@@ -133,10 +133,15 @@ def test_mixed12_deployment_is_verified_and_complete(exported, tiny_ladder):
         assert rows[dev]["edgetpu"] == "ready"
     assert any("Edge TPU compiler" in n for n in s["notes"])
 
-    # The static artifacts reproduce the ladder's cached int8 features.
-    assert set(s["static_vs_cached"]) == {"0", "1", "2"}
-    for c in s["static_vs_cached"].values():
-        assert c["quantization_equal"] and c["max_lsb"] <= 1 and c["equal_fraction"] >= 0.999
+    # The static artifacts reproduce the ladder's cached features: int8 of every level, and
+    # the Jetson Nano's float16 file (level 2) bit for bit.
+    assert set(s["static_vs_cached"]) == {"0", "1", "2", "2/float16"}
+    for key, c in s["static_vs_cached"].items():
+        if key == "2/float16":
+            assert c["quantization_equal"] and c["equal_fraction"] == 1.0 and c["max_abs"] == 0
+        else:
+            assert (c["quantization_equal"] and c["max_lsb"] <= 1
+                    and c["equal_fraction"] >= 0.999)
 
     # Aggregator: float32 head, the ladder's classifier, pooling and the measured agreement.
     agg = manifest["aggregator"]
@@ -150,11 +155,14 @@ def test_mixed12_deployment_is_verified_and_complete(exported, tiny_ladder):
     assert head_json["export_checks"]["gate"] == s["gate"] and s["gate"]["ok"]
     assert head_json["view_device"] == [f"cam{v:02d}" for v in range(12)]
     assert s["head"]["tflite_vs_classifier_max_abs_logit"] < 1e-4
-    # cam11 runs float16: exactness holds for the 11 int8 devices, against the ladder
-    # classifier (the evaluator models int8 views only).
+    # cam11 runs float16: exactness holds for every device against the ladder's cache of its
+    # feature variant (float16; TFLite Micro's int8 for the MCUs), end to end against the
+    # evaluator.
     devices = s["gate"]["exactness"]["devices"]
     assert not devices["cam11"]["int8"] and sum(e["int8"] for e in devices.values()) == 11
-    assert s["gate"]["exactness"]["reference"] == "ladder classifier"
+    assert devices["cam11"]["variant"] == "float16" and devices["cam11"]["exact"]
+    assert {devices[f"cam0{v}"]["variant"] for v in range(5)} == {"int8-tflm"}
+    assert s["gate"]["exactness"]["reference"] == "evaluator"
     assert manifest["provenance"]["dataset_sha256"] == tiny_ladder.manifest["dataset_hash"]
     assert manifest["provenance"]["ladder_sha256"] == sha256_file(
         tiny_ladder.ladder / "manifest.json")

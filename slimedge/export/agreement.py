@@ -116,13 +116,22 @@ def feature_error(got: Sequence[ViewFeatures], want: Sequence[np.ndarray]) -> Fe
 
 
 def cache_equality(static: np.ndarray, cached: np.ndarray) -> dict[str, float | int]:
-    """How far a static artifact's int8 outputs are from the ladder's cached features."""
+    """How far a static artifact's outputs are from the ladder's cached features (int8: in
+    quantization steps, `max_lsb`; float: `max_abs`)."""
     if static.shape != cached.shape:
         raise ExportError(f"static artifact outputs {static.shape} vs cached features "
                           f"{cached.shape}: not the same frames")
-    diff = np.abs(static.astype(np.int16) - cached.astype(np.int16))
+    if static.dtype != cached.dtype:
+        raise ExportError(f"static artifact outputs {static.dtype} vs cached features "
+                          f"{cached.dtype}: not the same format")
+    if static.dtype == np.int8:
+        diff = np.abs(static.astype(np.int16) - cached.astype(np.int16))
+        largest = {"max_lsb": int(diff.max(initial=0))}
+    else:
+        diff = np.abs(static.astype(np.float64) - cached.astype(np.float64))
+        largest = {"max_abs": float(diff.max(initial=0.0))}
     return {"elements": int(diff.size), "equal_fraction": float(np.mean(diff == 0)),
-            "differing": int(np.count_nonzero(diff)), "max_lsb": int(diff.max(initial=0))}
+            "differing": int(np.count_nonzero(diff)), **largest}
 
 
 def top2_margins(logits: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from slimedge.export import ExportError
 from slimedge.export.agreement import FeatureError, ViewFeatures, cache_equality, feature_error
 from slimedge.export.assignment import DeviceAssignment
 from slimedge.export.inputs import say
-from slimedge.ladder.store import level_dir, load_level_features
+from slimedge.ladder.store import features_file, level_dir, load_level_features
 
 DEVICES_DIR = "devices"
 FIRMWARE_DIR = "firmware"
@@ -44,14 +44,28 @@ def measured_entry(entry: Mapping[str, Any], fmt: str, nbytes: int,
     return e
 
 
-def run_views(path: Path, images: np.ndarray, views: Sequence[int]) -> list[ViewFeatures]:
-    """The artifact run in LiteRT (what the device runs) over every frame of each view."""
-    from slimedge.runtime.branch import BranchRunner
+def run_views(path: Path, images: np.ndarray, views: Sequence[int],
+              tflm_arena: int | None = None) -> list[ViewFeatures]:
+    """The artifact run as the device runs it over every frame of each view: in LiteRT, or,
+    given a microcontroller's arena budget `tflm_arena`, in TFLite Micro within that arena (an
+    MCU's features are TFLite Micro's: LiteRT's kernels differ from them on some features)."""
+    from slimedge.runtime.branch import BranchOutput, BranchRunner
 
-    runner = BranchRunner(path)
+    if tflm_arena is None:
+        runner = BranchRunner(path)
+        run = runner.run
+    else:
+        from slimedge.runtime.mcu import TflmRunner, check_arena
+
+        check_arena(path, tflm_arena, device=path.stem, board="mcu")  # refuses, not crashes
+        tflm = TflmRunner(path, tflm_arena)
+
+        def run(imgs: np.ndarray) -> BranchOutput:
+            q = tflm.output_quantization or (None, None)
+            return BranchOutput(np.stack([tflm.run(im).features for im in imgs]), *q)
     out = []
     for v in views:
-        res = runner.run(np.ascontiguousarray(images[:, v]))
+        res = run(np.ascontiguousarray(images[:, v]))
         out.append(ViewFeatures(res.features, res.scale, res.zero_point))
     return out
 
@@ -101,8 +115,15 @@ class Built:
 
     blobs: dict[tuple[int, str], bytes] = field(default_factory=dict)
     float_features: dict[int, np.ndarray] = field(default_factory=dict)  # level -> (N, V, D)
-    cache: dict[int, dict[str, Any]] = field(default_factory=dict)  # int8 level -> equality
+    # (level, format) -> equality of the static artifact's features with the ladder's cache
+    cache: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     arena: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def cache_report(self) -> dict[str, dict[str, Any]]:
+        """`cache` keyed for JSON: "<level>" for int8 (as before float formats were checked),
+        "<level>/<format>" for the others."""
+        return {(str(j) if fmt == "int8" else f"{j}/{fmt}"): c
+                for (j, fmt), c in sorted(self.cache.items())}
 
 
 def build_artifacts(ladder_dir: Path, manifest: Mapping[str, Any],
@@ -127,17 +148,23 @@ def build_artifacts(ladder_dir: Path, manifest: Mapping[str, Any],
                            "static batch 1")
             blob = to_tflite(model, fmt, calib if fmt == "int8" else None, static_batch=1)
             built.blobs[(j, fmt)] = blob
-            if fmt != "int8":
-                continue
-            # The ladder's cached features came from its dynamic-batch int8 file: the static
-            # artifact must reproduce them (same weights, same calibration).
+            cached_path = level_dir(ladder_dir, j) / features_file(fmt)
+            if not cached_path.is_file():
+                continue  # a ladder from before float features were cached: int8 only
+            # The ladder's cached features came from its own file of this format (int8: its
+            # dynamic-batch file): the static artifact must reproduce them (same weights, same
+            # calibration; float files are converted as the ladder converted them).
             probe = scratch / f"L{j:02d}_{fmt}.tflite"
             probe.write_bytes(blob)
             res = BranchRunner(probe).run(images.reshape((n * v,) + images.shape[2:]))
-            cached = load_level_features(level_dir(ladder_dir, j) / "features.npz", "test")
-            built.cache[j] = cache_equality(res.features.reshape(n, v, -1), cached.features)
-            built.cache[j]["quantization_equal"] = bool(
-                np.isclose(res.scale, cached.scale) and res.zero_point == cached.zero_point)
+            cached = load_level_features(cached_path, "test")
+            built.cache[(j, fmt)] = cache_equality(res.features.reshape(n, v, -1),
+                                                   cached.features)
+            built.cache[(j, fmt)]["quantization_equal"] = bool(
+                (res.scale is None and cached.scale is None)
+                or (res.scale is not None and cached.scale is not None
+                    and np.isclose(res.scale, cached.scale)
+                    and res.zero_point == cached.zero_point))
     shutil.rmtree(scratch)
     return built
 
@@ -169,11 +196,8 @@ def check_devices(manifest: Mapping[str, Any], assignments: Sequence[DeviceAssig
         # LiteRT: the device's own file over every test frame of its views.
         r.features = run_views(path, images, a.views)
         r.checks["litert"] = {"ok": True, "frames": int(images.shape[0]) * len(a.views)}
-        want = [built.float_features[a.level_index][:, v] for v in a.views]
-        r.error = feature_error(r.features, want)
-        r.checks["feature_error"] = r.error.to_dict()
-        if a.fmt == "int8":
-            r.checks["static_vs_cached"] = built.cache[a.level_index]
+        if (a.level_index, a.fmt) in built.cache:
+            r.checks["static_vs_cached"] = built.cache[(a.level_index, a.fmt)]
         entry = manifest["levels"][a.level_index]
         if a.board.board_class == MCU:
             key = (a.level_index, a.fmt)
@@ -198,6 +222,11 @@ def check_devices(manifest: Mapping[str, Any], assignments: Sequence[DeviceAssig
                     f"({entry['level']:g}) needs a {r.arena:,} B TFLite Micro arena, the "
                     f"board's arena budget is {budget:,} B: it does not run there "
                     f"({probe.message or 'allocation failed'})")
+            # What the board sends: its file in TFLite Micro within its arena budget.
+            r.features = run_views(path, images, a.views, tflm_arena=budget)
+        want = [built.float_features[a.level_index][:, v] for v in a.views]
+        r.error = feature_error(r.features, want)
+        r.checks["feature_error"] = r.error.to_dict()
         r.assessment = assess(measured_entry(entry, a.fmt, len(blob), r.arena), a.board,
                               feature_dim=D, fmt=a.fmt, device_id=a.device)
         r.checks["memory"] = {

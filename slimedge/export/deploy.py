@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from slimedge.artifacts import atomic_dir
-from slimedge.devices.catalog import EDGETPU
+from slimedge.devices.catalog import EDGETPU, MCU
 from slimedge.devices.fleet import Fleet
 from slimedge.export import ExportError
 from slimedge.export.aggregator_files import (
@@ -202,7 +202,7 @@ def export_deployment(
                 if r.a.board.board_class == EDGETPU and not r.checks["edgetpu"]["ready"]:
                     warnings.append(f"{r.a.device} ({r.a.board.id}): not ready for the Edge "
                                     f"TPU: {r.checks['edgetpu']['reasons'][0]}")
-        write_head_json(tmp, head, system, {str(j): c for j, c in sorted(built.cache.items())})
+        write_head_json(tmp, head, system, built.cache_report())
         system["gate_result"].raise_if_failed()
 
         generated = False
@@ -235,15 +235,18 @@ def _system_checks(ladder_dir: Path, results: Sequence[DeviceResult], built: Bui
     them), raw agreement with float, and per device the system with only that device's
     features from its artifact (the others float), to say which device a problem comes from."""
     from slimedge.ladder.classifier import NumpyClassifier
+    from slimedge.ladder.store import INT8, feature_variant
 
     by_device = {r.a.device: r for r in results}
     views = []
+    variants = [INT8] * len(primary)  # what each view's device sends (MCU: TFLite Micro's)
     for v, dev in enumerate(primary):
         if dev is not None:
             r = by_device[dev]
             views.append(DeployedView(v, dev, r.a.level_index, r.features[r.a.views.index(v)]))
+            variants[v] = feature_variant(r.a.fmt, r.a.board.board_class == MCU)
     ref = GateReference.from_ladder(ladder_dir, built.float_features, head["keras_head"],
-                                    head["weights"])
+                                    head["weights"], variants=variants)
     if not np.array_equal(ref.labels, labels):
         raise ExportError(f"{ladder_dir}: the ladder's test labels are not the dataset's")
     shipped = NumpyClassifier.load(Path(head["tflite_path"]).parent / "classifier.npz")

@@ -7,15 +7,18 @@ in LiteRT), the device and the ladder level; the shipped aggregator head (`head.
 each deployed level's float `branch.keras` features. Three checks, each failure naming the
 device, file or frames at fault:
 
-1. **Exactness** (must be 100%: any difference is a defect). Per int8 device, its features on
-   every test frame of its views are the ladder's cached features of its level bit for bit,
-   with the same output scale and zero point. The shipped `classifier.npz` is the ladder's,
-   and `head.tflite` gives the ladder classifier's logits (to float rounding, `LOGIT_RTOL`).
+1. **Exactness** (must be 100%: any difference is a defect). Per device, its features on
+   every test frame of its views (as the device computes them: LiteRT, TFLite Micro on a
+   microcontroller) are the ladder's cached features of its level and feature variant bit for
+   bit (int8 in LiteRT, int8 in TFLite Micro, float16 / dynamic / float32), int8 ones with
+   the same output scale and zero point. The shipped `classifier.npz` is the ladder's, and
+   `head.tflite` gives the ladder classifier's logits (to float rounding, `LOGIT_RTOL`).
    End to end: deployed features -> core pooling -> `head.tflite` predicts, frame by frame,
-   what the evaluator predicts at the deployed levels (when a view runs a float format, which
-   the evaluator does not model, the reference is the ladder classifier on the same pooled
-   vectors). Catches a wrong scale or zero point, artifacts swapped between devices, a level
-   other than the plan's, a head from another model.
+   what the evaluator predicts at the deployed levels and variants (with a ladder from before
+   float variants were cached, a float view is not modelled by the evaluator: the reference
+   is then the ladder classifier on the same pooled vectors, said in the result). Catches a
+   wrong scale or zero point, artifacts swapped between devices, a level other than the
+   plan's, a head from another model.
 
 2. **Int8 vs float, frame by frame.** The deployed system (artifacts -> core pooling ->
    `head.tflite`) against the float pipeline (each view's `branch.keras` -> core pooling ->
@@ -75,7 +78,8 @@ METHOD = ("paired: Newcombe hybrid score interval (method 10) on float - deploye
           f"{DELTA_STEPS:g} x the frame's one-step logit quantization error")
 # What decides the gate's verdict (a stage that caches an export reruns it when these change).
 GATE_SETTINGS = {"delta_steps": DELTA_STEPS, "tolerance": TOLERANCE, "confidence": CONFIDENCE,
-                 "interval": "newcombe-hybrid-score-paired", "exactness": "bit-exact int8"}
+                 "interval": "newcombe-hybrid-score-paired",
+                 "exactness": "bit-exact per feature variant"}
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LISTED = 8  # frames named in a message
 JACOBIAN_BATCH = 256  # frames per classifier Jacobian
@@ -105,10 +109,12 @@ class GateReference:
     @classmethod
     def from_ladder(cls, ladder_dir: str | Path, float_features: Mapping[int, np.ndarray],
                     float_head: Any, weights: np.ndarray | None = None, *,
-                    split: str = "test") -> GateReference:
+                    split: str = "test", variants: Sequence[str] | None = None
+                    ) -> GateReference:
+        """`variants`: the feature variant of each view's device (None: int8 everywhere)."""
         from slimedge.ladder.evaluator import Evaluator
 
-        ev = Evaluator.from_ladder(ladder_dir, split)
+        ev = Evaluator.from_ladder(ladder_dir, split, variants=variants)
         if ev.scales is None or ev.zero_points is None:
             raise ExportError(f"{ladder_dir}: the ladder's cached features are not int8")
         return cls(ev, float_features, float_head, weights)
@@ -237,16 +243,54 @@ def _where(d: DeployedView) -> str:
 # --------------------------------------------------------------------------- the gate
 
 
+def _float_exactness(d: DeployedView, ref: GateReference, entry: dict[str, Any],
+                     failures: list[str]) -> None:
+    """A float view's features against the ladder's cached features of its variant."""
+    ev = ref.evaluator
+    variant = ev.variants[d.view] if ev.variants is not None else "int8"
+    if ev.float_views is None or not ev.float_views[d.view]:
+        entry["exact"] = False
+        failures.append(f"exactness: {_where(d)}: sends float features, the plan's device "
+                        f"runs {variant}")
+        return
+    want = ev.mixed[d.level_index, :, d.view]
+    got = np.asarray(d.features.features, np.float32)
+    if got.shape != want.shape:
+        entry["exact"] = False
+        failures.append(f"exactness: {_where(d)}: features {got.shape} vs the ladder's "
+                        f"{want.shape}")
+        return
+    differ = got != want
+    if differ.any():
+        entry["exact"] = False
+        failures.append(
+            f"exactness: {_where(d)}: {variant} features differ from the ladder's cached "
+            f"{variant} features of level {d.level_index} at {int(np.count_nonzero(differ))} "
+            f"of {differ.size} values (up to {float(np.max(np.abs(got - want))):.3g})")
+
+
 def _device_exactness(views: Sequence[DeployedView], ref: GateReference,
                       failures: list[str]) -> dict[str, Any]:
+    ev = ref.evaluator
+    modelled = ev.variants is not None
     devices: dict[str, Any] = {}
     for d in views:
         f = d.features
         entry = devices.setdefault(d.device, {"int8": f.quantized, "views": [], "exact": True})
         entry["views"].append(d.view)
+        if modelled:
+            entry["variant"] = ev.variants[d.view]
         if not f.quantized:
+            if modelled and not _fallback(ev, d.view):
+                _float_exactness(d, ref, entry, failures)
+            else:
+                entry["exact"] = None  # not modelled by this ladder (said in the result)
             continue
-        ev = ref.evaluator
+        if modelled and ev.float_views[d.view]:
+            entry["exact"] = False
+            failures.append(f"exactness: {_where(d)}: sends int8 features, the plan's device "
+                            f"runs {ev.variants[d.view]}")
+            continue
         want = ev.features[d.level_index, :, d.view]
         s, zp = np.float32(ev.scales[d.level_index]), int(ev.zero_points[d.level_index])
         if np.float32(f.scale) != s or int(f.zero_point) != zp:
@@ -266,9 +310,15 @@ def _device_exactness(views: Sequence[DeployedView], ref: GateReference,
             entry["exact"] = False
             failures.append(
                 f"exactness: {_where(d)}: int8 features differ from the ladder's cached "
-                f"features of level {d.level_index} at {int(np.count_nonzero(diff))} of "
+                f"{ev.variants[d.view] if modelled else 'int8'} features of level "
+                f"{d.level_index} at {int(np.count_nonzero(diff))} of "
                 f"{diff.size} values (up to {int(diff.max())} steps)")
     return devices
+
+
+def _fallback(ev: Any, view: int) -> bool:
+    """Whether the evaluator reads a view as int8 because its ladder lacks the variant."""
+    return view in ev.fallback
 
 
 def run_gate(views: Sequence[DeployedView], ref: GateReference, head_logits: Any,
@@ -309,22 +359,27 @@ def run_gate(views: Sequence[DeployedView], ref: GateReference, head_logits: Any
     npz_ok = shipped_classifier is None or _same_classifier(shipped_classifier, ref.classifier)
     if not npz_ok:
         failures.append("exactness: aggregator classifier.npz is not the ladder's classifier")
-    all_int8 = all(by_view[v].features.quantized for v in by_view)
-    if all_int8:
-        want = ref.evaluator.predictions(levels, live, ref.weights)
+    ev = ref.evaluator
+    modelled = all(by_view[v].features.quantized or (
+        ev.variants is not None and not _fallback(ev, v)) for v in by_view)
+    if modelled:
+        want = ev.predictions(levels, live, ref.weights)
         reference_name = "evaluator"
     else:
         want = ref.classifier.predict(pooled)
         want[empty] = -1
-        reference_name = "ladder classifier"  # a float-format view: not the evaluator's case
+        # A float view whose variant the ladder does not cache: not the evaluator's case.
+        reference_name = "ladder classifier (the ladder caches no float features)"
+    notes = list(ev.fallback.values())
     differ = np.flatnonzero(pred != want)
     if differ.size:
         failures.append(f"exactness: system predictions differ from the {reference_name}'s at "
                         f"{differ.size} of {n} test frames (frames "
                         f"{', '.join(str(int(i)) for i in differ[:LISTED])})")
     exactness = {"ok": bool(differ.size == 0 and head_ok and npz_ok
-                            and all(e["exact"] for e in devices.values())),
+                            and all(e["exact"] is not False for e in devices.values())),
                  "frames": n, "equal_frames": int(n - differ.size), "reference": reference_name,
+                 "fallback": notes,
                  "devices": devices, "head_max_abs_logit": head_err}
 
     # 2. Int8 vs float, frame by frame.
@@ -407,9 +462,9 @@ def gate_deployment(deploy_dir: str | Path, ladder_dir: str | Path,
     from slimedge.export.aggregator_files import AGGREGATOR_DIR, head_logits
     from slimedge.export.artifacts import run_views
     from slimedge.export.inputs import load_checked_dataset
-    from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
+    from slimedge.export.manifest import MANIFEST_NAME, MCU_RUNTIME, DeploymentManifest
     from slimedge.ladder.classifier import NumpyClassifier
-    from slimedge.ladder.store import level_dir, read_manifest
+    from slimedge.ladder.store import INT8, feature_variant, level_dir, read_manifest
     from slimedge.model.head import load_head
     from slimedge.model.mvcnn import branch_features
 
@@ -421,6 +476,7 @@ def gate_deployment(deploy_dir: str | Path, ladder_dir: str | Path,
     ds, _ = load_checked_dataset(dataset, ladder_dir, read_manifest(ladder_dir))
     images = np.asarray(ds.images[ds.indices("test")])
     views = []
+    variants = [INT8] * len(info["view_device"])
     for v, dev in enumerate(info["view_device"]):
         if dev is None:
             continue
@@ -428,7 +484,10 @@ def gate_deployment(deploy_dir: str | Path, ladder_dir: str | Path,
         if v not in entry.views:
             raise ExportError(f"{head_path}: view_device[{v}] is {dev}, whose manifest entry "
                               f"runs views {list(entry.views)}")
-        feats = run_views(root / entry.artifact, images, [v])[0]
+        mcu = entry.runtime == MCU_RUNTIME
+        variants[v] = feature_variant(entry.format, mcu)
+        feats = run_views(root / entry.artifact, images, [v],
+                          tflm_arena=entry.memory_budget_bytes if mcu else None)[0]
         views.append(DeployedView(v, dev, entry.level_index, feats))
     float_features = {}
     for j in sorted({d.level_index for d in views}):
@@ -438,7 +497,8 @@ def gate_deployment(deploy_dir: str | Path, ladder_dir: str | Path,
     weights = info.get("view_weights")
     ref = GateReference.from_ladder(ladder_dir, float_features,
                                     load_head(ladder_dir / "head.keras"),
-                                    None if weights is None else np.asarray(weights, np.float32))
+                                    None if weights is None else np.asarray(weights, np.float32),
+                                    variants=variants)
     agg = root / AGGREGATOR_DIR
     return run_gate(views, ref, lambda pooled: head_logits(agg / "head.tflite", pooled),
                     NumpyClassifier.load(agg / "classifier.npz"))

@@ -1,17 +1,21 @@
 """What the evaluator predicts for the frames a fleet answered, with the live sets it used.
 
-The planner's accuracy comes from `slimedge.ladder.evaluator.Evaluator` (cached int8 features
-of each level, pooled by the C++ core, classified by the head's classifier); a live fleet must
-give the same answer frame by frame. For each answered frame this module asks the evaluator
-for the deployment's levels, that frame's live set and the pooling the aggregator uses for it
-(the contingency row's weights for that failure set, else the head's own pooling).
+The planner's accuracy comes from `slimedge.ladder.evaluator.Evaluator` (cached features of
+each level as each view's device computes them: int8 in LiteRT, int8 in TFLite Micro on a
+microcontroller, float on a float16/float32 board; pooled by the C++ core, classified by the
+head's classifier); a live fleet must give the same answer frame by frame. For each answered
+frame this module asks the evaluator for the deployment's levels, that frame's live set and
+the pooling the aggregator uses for it (the contingency row's weights for that failure set,
+else the head's own pooling).
 
 The deployment records its ladder by hash only (`provenance.ladder_sha256`). The ladder is
 taken from `--ladder` or the work-folder sibling `<deploy>/../ladder`, and used only if its
 manifest's hash matches. When no such ladder is reachable the same evaluator runs on the
 deployment's own artifacts' features instead: each device's `.tflite` file on its views'
-test images (LiteRT; reference kernels for MCU boards, bit-exact with TFLite Micro), which is
-what the ladder's cache holds when the export's static-vs-cached check passed.
+test images as its agent runs it (LiteRT; TFLite Micro for MCU boards), which is what the
+ladder's cache holds when the export's static-vs-cached check passed. A ladder from before
+feature variants were cached holds int8 LiteRT features only: the views it cannot model are
+named in the reference's note.
 """
 
 from __future__ import annotations
@@ -89,6 +93,18 @@ def find_ladder(dep: Deployment, given: str | os.PathLike | None) -> tuple[Path 
     return path, f"ladder {path} (manifest hash matches the deployment's)"
 
 
+def deployment_variants(dep: Deployment) -> list[str]:
+    """Per view, the feature variant its device sends (int8 for a view no device owns)."""
+    from slimedge.export.manifest import MCU_RUNTIME
+    from slimedge.ladder.store import INT8, feature_variant
+
+    out = [INT8] * dep.views
+    for d in dep.manifest.devices:
+        for v in dep.devices[d.device].views:
+            out[v] = feature_variant(d.format, d.runtime == MCU_RUNTIME)
+    return out
+
+
 def _by_live_set(live: np.ndarray) -> list[list[int]]:
     """Row indices grouped by identical live mask (each group is scored in one call)."""
     groups: dict[bytes, list[int]] = {}
@@ -147,8 +163,10 @@ def make_reference(dep: Deployment, ladder: Path | None, note: str,
     from slimedge.ladder.evaluator import Evaluator
 
     if ladder is not None:
-        ev = Evaluator.from_ladder(ladder, SPLIT)
+        ev = Evaluator.from_ladder(ladder, SPLIT, variants=deployment_variants(dep))
         ev = dataclasses.replace(ev, mode=dep.head["pooling"])
+        if ev.fallback:
+            note = f"{note}; " + "; ".join(ev.fallback.values())
         ref = Reference("ladder", note, ev.labels, evaluator=ev, levels=view_levels(dep))
     else:
         ref = artifact_reference(dep, dataset, f"{note}: evaluator run on the deployment's "
@@ -160,23 +178,24 @@ def make_reference(dep: Deployment, ladder: Path | None, note: str,
 def artifact_reference(dep: Deployment, dataset: Path, note: str, frames: int | None = None
                        ) -> Reference:
     """Each device's artifact run on its views' replayed images (the first `frames` of the
-    split, all by default) as the agent runs it (LiteRT; for MCU boards LiteRT's reference
-    kernels, bit-exact with TFLite Micro), int8 or float features as the artifact outputs
-    them, pooled and classified as the evaluator does."""
+    split, all by default) as the agent runs it (LiteRT; TFLite Micro within the board's
+    arena budget for MCU boards: LiteRT's kernels, even its reference ones, differ from it on
+    some features), int8 or float features as the artifact outputs them, pooled and classified
+    as the evaluator does."""
     from slimedge.data.container import load_dataset
-    from slimedge.export.agreement import ViewFeatures
+    from slimedge.export.artifacts import run_views
     from slimedge.export.manifest import MCU_RUNTIME
     from slimedge.ladder.classifier import NumpyClassifier
-    from slimedge.runtime.branch import BranchRunner
 
     images, labels = load_dataset(dataset).subset(SPLIT)
     images, labels = images[:frames], labels[:frames]
     features: list[Any] = [None] * dep.views
     for d in dep.manifest.devices:
-        runner = BranchRunner(dep.root / d.artifact, reference_kernels=d.runtime == MCU_RUNTIME)
-        for v in dep.devices[d.device].views:
-            out = runner.run(images[:, v])
-            features[v] = ViewFeatures(out.features, out.scale, out.zero_point)
+        views = list(dep.devices[d.device].views)
+        arena = d.memory_budget_bytes if d.runtime == MCU_RUNTIME else None
+        for v, f in zip(views, run_views(dep.root / d.artifact, images, views, tflm_arena=arena),
+                        strict=True):
+            features[v] = f
     classifier = NumpyClassifier.load(dep.root / dep.head["classifier"])
     return Reference("artifacts", note, np.asarray(labels, np.int64), features=features,
                      classifier=classifier)

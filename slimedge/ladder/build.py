@@ -12,8 +12,13 @@ For each level, in increasing order, starting from the previous level's fine-tun
    the TFLite Micro arena (in the real interpreter), peak activation bytes, host LiteRT
    latency (int8 also under each kernel set) and the per-operator MACs
    (`slimedge.profile.layers`);
-4. run the int8 TFLite branch — what a device runs — over every view of the val and test
-   splits and cache its int8 outputs with their scale and zero point.
+4. run the level's TFLite files — what the devices run — over every view of the val and test
+   splits and cache the features of every variant a device may send
+   (`slimedge.ladder.store.FEATURE_VARIANTS`): the int8 file in LiteRT (Linux and Edge TPU
+   boards) and in TFLite Micro (microcontrollers), with its scale and zero point, and the
+   float16, dynamic-range and float32 files in LiteRT. The float files are converted with a
+   static batch of 1, exactly as export converts the artifacts it ships, so a float device's
+   features are these bit for bit (export checks it).
 
 The whole ladder directory is written at once at the end (a failed build leaves the previous
 ladder as it was). See `slimedge.ladder.store` for the layout.
@@ -41,9 +46,13 @@ from slimedge.ladder.classifier import NumpyClassifier
 from slimedge.ladder.evaluator import Evaluator
 from slimedge.ladder.store import (
     CACHED_SPLITS,
+    FEATURE_VARIANTS,
+    INT8,
     LADDER_FORMAT,
     LADDER_VERSION,
+    TFLM,
     LadderError,
+    features_file,
     level_dir,
     save_level_features,
 )
@@ -199,7 +208,10 @@ def _measure(model: Any, calib: np.ndarray, level_path: Path, repeats: int) -> d
     sizes: dict[str, int] = {}
     latency: dict[str, float] = {}
     for fmt in FORMATS:
-        blob = to_tflite(model, fmt, calib if fmt == "int8" else None)
+        # int8 keeps a dynamic batch (the cache runs it batched; export checks its static
+        # artifact against it); float files are the static batch-1 files export ships.
+        blob = to_tflite(model, fmt, calib if fmt == "int8" else None,
+                         static_batch=None if fmt == "int8" else 1)
         path = level_path / f"branch_{fmt}.tflite"
         path.write_bytes(blob)
         sizes[fmt] = len(blob)
@@ -226,22 +238,62 @@ def _measure(model: Any, calib: np.ndarray, level_path: Path, repeats: int) -> d
     }
 
 
-def _cache_features(int8_path: Path, dataset: Dataset) -> tuple[dict[str, np.ndarray], float, int]:
-    """Run the int8 branch over every view of the cached splits, as a device would."""
-    from slimedge.runtime.branch import BranchRunner
+def variant_file(level_path: Path, variant: str) -> Path:
+    """The TFLite file of a level whose outputs are `variant`'s features."""
+    return level_path / f"branch_{INT8 if variant == TFLM else variant}.tflite"
 
-    runner = BranchRunner(int8_path, max_batch=256)
-    if runner.output_quantization is None:
-        raise LadderError(f"{int8_path}: int8 branch has no output quantization")
+
+def _split_images(dataset: Dataset, split: str) -> np.ndarray:
+    images = np.asarray(dataset.images[dataset.indices(split)])  # (N, V, H, W, 1)
+    return images.reshape((-1,) + images.shape[2:])
+
+
+def _cache_features(level_path: Path, dataset: Dataset, arena_bytes: int, variant: str
+                    ) -> tuple[dict[str, np.ndarray], float | None, int | None]:
+    """Run the level's file of `variant` over every view of the cached splits, as a device
+    would: TFLite Micro for "int8-tflm" (image by image, with an arena above the measured
+    need: the arena size does not change the arithmetic), LiteRT otherwise."""
+    from slimedge.runtime.branch import BranchRunner
+    from slimedge.runtime.mcu import TflmRunner
+
+    path = variant_file(level_path, variant)
+    if variant == TFLM:
+        runner: Any = TflmRunner(path, max(2 * arena_bytes, arena_bytes + (64 << 10)))
+    else:
+        runner = BranchRunner(path, max_batch=256)
+    if (runner.output_quantization is None) != (variant not in (INT8, TFLM)):
+        raise LadderError(f"{path}: {variant} branch has "
+                          f"{'no' if runner.output_quantization is None else 'an'} output "
+                          "quantization")
     out: dict[str, np.ndarray] = {}
+    V = dataset.n_views
     for split in CACHED_SPLITS:
-        idx = dataset.indices(split)
-        images = np.asarray(dataset.images[idx])  # (N, V, H, W, 1)
-        n, v = images.shape[:2]
-        feats = runner.run(images.reshape((n * v,) + images.shape[2:])).features
-        out[split] = feats.reshape(n, v, -1)
-    scale, zp = runner.output_quantization
+        images = _split_images(dataset, split)
+        if variant == TFLM:
+            feats = np.stack([runner.run(im).features for im in images])
+        else:
+            feats = runner.run(images).features
+        out[split] = feats.reshape(-1, V, feats.shape[-1])
+    scale, zp = runner.output_quantization or (None, None)
     return out, scale, zp
+
+
+def _cache_variants(level_path: Path, dataset: Dataset, arena_bytes: int
+                    ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Cache every feature variant of a level; (int8 quantization, seconds per variant)."""
+    quant: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for variant in FEATURE_VARIANTS:
+        t0 = time.perf_counter()
+        feats, scale, zp = _cache_features(level_path, dataset, arena_bytes, variant)
+        save_level_features(level_path / features_file(variant), feats, scale, zp)
+        seconds[variant] = round(time.perf_counter() - t0, 3)
+        if variant == INT8:
+            quant = {"scale": scale, "zero_point": zp}
+        elif variant == TFLM and (scale, zp) != (quant["scale"], quant["zero_point"]):
+            raise LadderError(f"{level_path}: TFLite Micro reads output quantization "
+                              f"{scale}/{zp}, LiteRT {quant['scale']}/{quant['zero_point']}")
+    return quant, seconds
 
 
 def build_ladder(dataset: Dataset, model_dir: str | os.PathLike, out: str | os.PathLike,
@@ -307,12 +359,11 @@ def build_ladder(dataset: Dataset, model_dir: str | os.PathLike, out: str | os.P
             ldir.mkdir(parents=True)
             current.model.save(ldir / "branch.keras")
             costs = _measure(current.model, calib, ldir, cfg.latency_repeats)
-            feats, scale, zp = _cache_features(ldir / "branch_int8.tflite", dataset)
-            save_level_features(ldir / "features.npz", feats, scale, zp)
+            quant, feature_seconds = _cache_variants(ldir, dataset, costs["tflm_arena_bytes"])
             entries.append({
                 "index": i, "level": float(level), "achieved": float(current.achieved),
                 "channels": current.channels, **costs,
-                "feature_quant": {"scale": scale, "zero_point": zp},
+                "feature_quant": quant, "feature_seconds": feature_seconds,
                 "finetune": current.history,
                 "seconds": round(time.perf_counter() - t0, 3),
             })
@@ -335,6 +386,7 @@ def build_ladder(dataset: Dataset, model_dir: str | os.PathLike, out: str | os.P
             "host": {"cpu": provenance.cpu_name(), "machine": platform.machine(),
                      "cores": os.cpu_count(), "threads_used": 1},
             "versions": provenance.versions(), "levels": entries,
+            "feature_variants": list(FEATURE_VARIANTS),
         }
         for split in CACHED_SPLITS:
             ev = Evaluator.from_ladder(tmp, split, manifest=manifest)

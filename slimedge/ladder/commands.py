@@ -37,6 +37,26 @@ def parse_levels(text: str, manifest: dict[str, Any]) -> list[int]:
     return out
 
 
+def parse_variants(text: str | None, views: int) -> list[str] | None:
+    """`--features int8,int8-tflm,...,float16`: the feature variant each view's device sends
+    (one per view, or one for every view); None when not given (int8 in LiteRT)."""
+    from slimedge.ladder.store import FEATURE_VARIANTS
+
+    if not text:
+        return None
+    values = [t.strip() for t in text.split(",") if t.strip()]
+    if len(values) == 1:
+        values = values * views
+    if len(values) != views:
+        raise LadderError(f"--features: expected {views} values (one per view) or one, got "
+                          f"{len(values)}")
+    for v, t in enumerate(values):
+        if t not in FEATURE_VARIANTS:
+            raise LadderError(f"--features: view {v}: unknown feature variant '{t}' (known: "
+                              f"{', '.join(FEATURE_VARIANTS)})")
+    return values
+
+
 def parse_dead(text: str | None, views: int) -> np.ndarray:
     live = np.ones(views, bool)
     if not text:
@@ -112,14 +132,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     manifest = read_manifest(args.ladder)
     levels = parse_levels(args.levels, manifest)
     live = parse_dead(args.dead, int(manifest["views"]))
-    ev = Evaluator.from_ladder(args.ladder, args.split)
+    variants = parse_variants(getattr(args, "features", None), int(manifest["views"]))
+    ev = Evaluator.from_ladder(args.ladder, args.split, manifest=manifest, variants=variants)
     out: dict[str, Any] = {
         "accuracy": ev.accuracy(levels, live),
         "levels": levels,
+        "features": list(ev.variants or ["int8"] * ev.n_views),
         "dead": [int(v) for v in np.flatnonzero(~live)],
         "split": args.split,
         "objects": int(len(ev.labels)),
     }
+    if ev.fallback:
+        out["fallback"] = list(ev.fallback.values())
     if args.vs_failed:
         out["vs_failed"] = ev.accuracy_vs_failed(levels)
     return out

@@ -41,10 +41,31 @@ from slimedge.devices.energy import DEFAULT_FRAME_PERIOD_MS
 from slimedge.devices.fleet import Fleet
 from slimedge.devices.units import suggest
 from slimedge.ladder.evaluator import Evaluator
-from slimedge.ladder.store import LadderError, read_manifest
+from slimedge.ladder.store import INT8, LadderError, feature_variant, read_manifest
 from slimedge.plan import PlanError
 from slimedge.plan.device_costs import DeviceCosts, device_costs
 from slimedge.plan.failures import FailureSets, enumerate_failure_sets, mask_of, sets_up_to
+
+
+def fleet_variants(fleet: Fleet, formats: Mapping[str, str] | None = None) -> list[str]:
+    """Per view, the features its device sends (`slimedge.ladder.store.feature_variant`): the
+    format the device runs (`formats`, else its board's preferred one), in TFLite Micro on a
+    microcontroller board. The evaluator pools these, so what the planner measures is what
+    the fleet computes."""
+    from slimedge.devices.catalog import MCU
+
+    out = [INT8] * fleet.views
+    for d in fleet.devices:
+        fmt = (formats or {}).get(d.id) or d.board.preferred_format
+        try:
+            variant = feature_variant(fmt, d.board.board_class == MCU)
+        except LadderError as exc:
+            raise PlanError(f"fleet {fleet.name!r}: device {d.id!r} ({d.board.id}): "
+                            f"{exc}") from None
+        for v in d.views:
+            if 0 <= v < fleet.views:
+                out[v] = variant
+    return out
 
 
 @dataclass(frozen=True)
@@ -372,11 +393,13 @@ class PlanContext:
         `options`: `down`, `cost_model`, `link_latency`, `frame_period_ms`, `formats` (`build`)."""
         root = Path(root)
         manifest = read_manifest(root)
-        ev = Evaluator.from_ladder(root, split, manifest=manifest)
+        variants = fleet_variants(fleet, options.get("formats"))
+        ev = Evaluator.from_ladder(root, split, manifest=manifest, variants=variants)
         test = None
         if test_split and test_split != split:
             try:
-                test = Evaluator.from_ladder(root, test_split, manifest=manifest)
+                test = Evaluator.from_ladder(root, test_split, manifest=manifest,
+                                             variants=variants)
             except LadderError:
                 test = None  # a ladder without that split: figures on `split` only
         from slimedge.artifacts import sha256_file
@@ -384,7 +407,10 @@ class PlanContext:
         info = {"path": str(root), "model_hash": manifest["model_hash"],
                 "dataset_hash": manifest["dataset_hash"],
                 "manifest_sha256": sha256_file(root / "manifest.json"), "split": split,
-                "test_split": test_split if test is not None else None}
+                "test_split": test_split if test is not None else None,
+                "feature_variants": list(ev.variants or variants)}
+        if ev.fallback:
+            info["feature_fallback"] = list(ev.fallback.values())
         return cls.build(ev, fleet, manifest["levels"], constraints,
                          feature_dim=int(manifest["feature_dim"]),
                          head_classifier_macs=manifest.get("head_classifier_macs"),
