@@ -134,8 +134,12 @@ def _ladder_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
         return {"levels": len(manifest["levels"]), "model_hash": manifest["model_hash"],
                 "files_hash": fingerprint(manifest["files"])}
 
+    from slimedge.ladder.store import FEATURE_VARIANTS
+
+    # The feature variants it caches: a ladder from before them is rebuilt once.
     inputs = {"dataset": work.record("dataset").get("content_hash"),
-              "model": _model_on_disk(work), "ladder": s.ladder.to_dict()}
+              "model": _model_on_disk(work), "ladder": s.ladder.to_dict(),
+              "feature_variants": list(FEATURE_VARIANTS)}
     return Stage("ladder", "ladder", inputs, run, needs=("dataset", "model"))
 
 
