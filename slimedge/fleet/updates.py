@@ -2,10 +2,11 @@
 
 The deployment is verified first (signature with the host key, every file's sha256), so an
 update is only ever built from files that the deployment's signature covers. Each device's
-payload is its model artifact; for a TFLite Micro board, its firmware bundle files follow the
-model in the same payload (what a DFU image carries). The manifest states what the device's
-self-test will check (tensor shapes, quantization, arena budget), read from the model here
-with the same runner the device uses.
+payload is its model artifact; for a TFLite Micro board, its firmware bundle's headers follow
+the model in the same payload (the bundle's `_model.cc`, the same model bytes as C source, is
+left out: it made an MCU's update about 6x the model and the device never reads it). The
+manifest states what the device's self-test will check (tensor shapes, quantization, arena
+budget), read from the model here with the same runner the device uses.
 
 The fleet sequence number only grows: `SequenceCounter` keeps the last one issued in a small
 file beside the signing key, so every update signed with one key gets a new number.
@@ -34,6 +35,7 @@ from slimedge.runtime.update import (
 from slimedge.runtime.update_messages import Chunk, Offer, split_payload
 
 SEQUENCE_FILE = "update_sequence.json"
+MODEL_ARRAY_SUFFIX = "_model.cc"  # slimedge.export.firmware: the model as a C byte array
 PAYLOAD_NAME = "payload.bin"
 DEFAULT_EXPIRY_S = 7 * 24 * 3600
 
@@ -141,7 +143,11 @@ def build_update(deploy_dir: str | os.PathLike[str], device: str, private_key: A
     if sequence < 1:
         raise UpdateBuildError(f"sequence must be >= 1, got {sequence}")
     model = root / entry.artifact
-    sources = slot_files(root, entry.artifact, [f.path for f in entry.firmware])
+    # The bundle's `<name>_model.cc` is the model's bytes again, as C text (~6x the model):
+    # a firmware build input, not something the device reads; the payload carries the model
+    # once, with the bundle's headers (arena size, op list the firmware was built against).
+    sources = slot_files(root, entry.artifact, [f.path for f in entry.firmware
+                                                if not f.path.endswith(MODEL_ARRAY_SUFFIX)])
     files, parts, offset = [], [], 0
     for rel, path in sources:
         data = path.read_bytes()
