@@ -196,3 +196,42 @@ def test_fleet_wide_switch_at_one_frame_id(pair, mosquitto_broker, tmp_path):
           f"{agg['seconds']} s after the push began; devices "
           + ", ".join(f"{d} {pushed['devices'][d]['seconds']} s" for d in DEVICES)
           + f"; frames lost {metrics['frames_lost']}")
+
+
+def test_push_without_a_frame_to_switch_at_refuses_clearly(pair, mosquitto_broker, tmp_path,
+                                                           capsys):
+    """`--aggregator yes` with no aggregator running, and an aggregator that has answered no
+    frame yet (push cannot choose F without --at-frame): refused before anything is sent,
+    with the reason; with --at-frame and no device listening, the aggregator still prepares
+    the switch and --json reports it (exit 1: not applied)."""
+    from slimedge import cli
+
+    url = mosquitto_broker.url
+    argv = ["push", "--deploy", str(pair.new), "--broker", url, "--listen", "1"]
+    assert cli.main([*argv, "--aggregator", "yes"]) == 2
+    assert "no aggregator heard on slimedge/swtrio/aggregator/state" in capsys.readouterr().err
+    proc = subprocess.Popen(
+        _cli("aggregator", "run", "--deploy", str(pair.old), "--broker", url, "--public-key",
+             str(pair.public), "--run-dir", str(tmp_path / "run")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
+    watch = Watch(url)
+    try:
+        watch.pump(60, lambda: bool(watch.state.get("running")))
+        assert watch.state.get("last_frame", 0) is None
+        assert cli.main([*argv, "--aggregator", "yes"]) == 2
+        err = capsys.readouterr().err
+        assert "the aggregator has answered no frame yet" in err and "--at-frame F" in err
+        rc = cli.main([*argv, "--at-frame", "1000", "--timeout", "4", "--json"])
+        summary = json.loads(capsys.readouterr().out)
+        assert rc == 1 and summary["at_frame"] == 1000
+        agg = summary["aggregator"]
+        assert agg["status"] == "prepared" and agg["commit_at_frame"] == 1000, agg
+        assert "frame 1000 was not answered" in agg["message"]
+        assert {o["status"] for o in summary["devices"].values()} == {"timed out"}
+        watch.pump(5, lambda: (watch.state.get("pending") or {}).get("commit_at_frame") == 1000)
+        assert watch.state["pending"]["deployment_id"] == summary["deployment_id"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        watch.client.stop()
+    assert proc.returncode == 0
