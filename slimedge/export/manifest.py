@@ -223,6 +223,14 @@ class DeploymentManifest:
         raise ManifestError(f"device {device_id!r}: not in deployment {self.deployment_id!r} "
                             f"(devices: {known})")
 
+    @property
+    def predicted_latency_ms(self) -> float:
+        """The plan's system latency: the slowest device's predicted inference + link time
+        (0 when no device states one); the aggregator's per-frame deadline starts from it."""
+        latencies = [d.predicted_latency_ms for d in self.devices
+                     if d.predicted_latency_ms is not None]
+        return float(max(latencies)) if latencies else 0.0
+
     def files(self) -> list[tuple[str, FileEntry]]:
         """(field name, entry) of every file the deployment lists."""
         out = []

@@ -6,7 +6,10 @@ message (SEFM version 2) on `slimedge/<fleet>/<device>/features`; a heartbeat ev
 
 Threads, and why:
 - the frame loop (main thread): waits for each frame's capture time (start + i / fps), runs
-  the branch, encodes, and puts the message in the outbox;
+  the branch, encodes, and puts the message in the outbox. Given `--start-at` (a fleet's
+  common clock), an agent started late — restarted mid-run — skips the frames already past
+  (capture time + the plan's system latency before now: the aggregator would refuse them as
+  late) and starts with the next frame due;
 - the sender: takes messages from the outbox when the link has room (at most `window`
   messages in flight) and, with `emulate_latency`, not before capture time + the board's
   predicted inference + link time;
@@ -26,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -41,7 +45,8 @@ from slimedge.runtime.bounded import DropOldestQueue
 from slimedge.runtime.device_setup import DeviceRuntime, load_device
 from slimedge.runtime.mqtt import Message, MqttClient
 
-__all__ = ["Agent", "AgentConfig", "AgentError", "heartbeat_payload", "main", "run_agent"]
+__all__ = ["Agent", "AgentConfig", "AgentError", "first_due_frame", "heartbeat_payload",
+           "main", "run_agent"]
 
 log = logging.getLogger("slimedge.agent")
 TIMINGS_KEPT = 4096
@@ -84,6 +89,22 @@ class AgentConfig:
             raise AgentError("outbox and window must be >= 1")
 
 
+def capture_time_ns(start_ns: int, period_ns: float, frame: int) -> int:
+    """Frame `frame`'s scheduled capture time (start + frame / fps)."""
+    return start_ns + int(round(frame * period_ns))
+
+
+def first_due_frame(start_ns: int, period_ns: float, now_ns: int, late_ns: int) -> int:
+    """The first frame not yet past at `now_ns`: capture time + `late_ns` (the part of the
+    aggregator's deadline the device knows) not before now. 0 until the run has started."""
+    if now_ns <= start_ns + late_ns:
+        return 0
+    i = max(0, math.ceil((now_ns - late_ns - start_ns) / period_ns) - 1)
+    while capture_time_ns(start_ns, period_ns, i) + late_ns < now_ns:
+        i += 1
+    return i
+
+
 def heartbeat_payload(dev: DeviceRuntime, *, seq: int, boot_ns: int, period_s: float,
                       last_frame: int | None, dropped: int, update_sequence: int = 0) -> bytes:
     """The heartbeat JSON of FLEET_CONTRACT."""
@@ -124,8 +145,9 @@ class Agent:
         self._lock = threading.Lock()
         # dropped_held: the sender's oldest frame, given up for newer ones while the link
         # was not ready (the outbox's own drops are in self.outbox.dropped)
+        # skipped_past: frames already past when the agent started (a restart mid-run)
         self.counts = {"frames": 0, "published": 0, "dropped_link": 0, "dropped_held": 0,
-                       "heartbeats": 0}
+                       "heartbeats": 0, "skipped_past": 0}
         self.last_frame: int | None = None
         # per-frame timings of the last TIMINGS_KEPT frames (medians in the summary): bounded,
         # so a daemon that runs for months does not grow
@@ -258,12 +280,33 @@ class Agent:
             raise self.error
         return self.summary()
 
+    def _skip_past(self, iters: list[Any], start_ns: int, period_ns: float) -> int:
+        """With a common start time, pass over the frames already past (their images too, so
+        frame ids stay the source's); returns the first frame to run."""
+        if self.cfg.start_at_ns is None:
+            return 0
+        late_ns = int(round(self.dev.system_latency_ms * 1e6))
+        first = first_due_frame(start_ns, period_ns, time.time_ns(), late_ns)
+        if self.cfg.frames is not None:
+            first = min(first, self.cfg.frames)
+        skipped = 0
+        for _ in range(first):
+            if any(next(it, None) is None for it in iters):
+                break
+            skipped += 1
+        if skipped:
+            log.info("agent %s: started after frame %d was due: %d past frame(s) skipped",
+                     self.dev.device, skipped - 1, skipped)
+        with self._lock:
+            self.counts["skipped_past"] = skipped
+        return skipped
+
     def _frame_loop(self, start_ns: int, period_ns: float, hold_ns: int | None) -> None:
         cfg, dev = self.cfg, self.dev
         iters = [iter(s) for s in self.sources]
-        i = 0
+        i = self._skip_past(iters, start_ns, period_ns)
         while cfg.frames is None or i < cfg.frames:
-            capture_ns = start_ns + int(round(i * period_ns))
+            capture_ns = capture_time_ns(start_ns, period_ns, i)
             wait = (capture_ns - time.time_ns()) / 1e9
             if wait > 0 and self._stop.wait(wait):
                 return

@@ -26,7 +26,9 @@ def add_agent_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10)")
     p.add_argument("--frames", type=int, default=None, help="stop after N frames")
     p.add_argument("--start-at", type=int, default=None, metavar="UNIX_NS",
-                   help="capture time of frame 0 (frame i at start + i / fps)")
+                   help="capture time of frame 0 (frame i at start + i / fps); started "
+                        "late (a restart), the agent skips the frames already past (capture "
+                        "+ the plan's latency before now) and starts with the next one due")
     p.add_argument("--heartbeat", type=float, default=1.0, metavar="S",
                    help="heartbeat period in seconds (default 1)")
     p.add_argument("--emulate-latency", action="store_true",

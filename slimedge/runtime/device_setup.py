@@ -55,6 +55,9 @@ class DeviceRuntime:
     key_fingerprint: str
     arena_bytes: int | None = None  # TFLite Micro arena used (MCU boards)
     arena_budget_bytes: int | None = None
+    # The plan's system latency (the manifest's): the part of the aggregator's per-frame
+    # deadline (capture + this + its slack) a device can know.
+    system_latency_ms: float = 0.0
 
 
 def provisioned_key(public_key: str | os.PathLike | None) -> Path:
@@ -134,4 +137,5 @@ def load_device(deploy_dir: str | os.PathLike, device: str,
         model_hash=entry.sha256, runtime=runtime, engine=engine,
         image_shape=tuple(engine.image_shape), predicted_latency_ms=entry.predicted_latency_ms,
         key_fingerprint=key_fp, arena_bytes=arena,
-        arena_budget_bytes=entry.memory_budget_bytes if entry.is_mcu else None)
+        arena_budget_bytes=entry.memory_budget_bytes if entry.is_mcu else None,
+        system_latency_ms=m.predicted_latency_ms)
