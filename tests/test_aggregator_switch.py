@@ -27,6 +27,7 @@ from slimedge.runtime.aggregator_update import (
     unpack,
 )
 from slimedge.runtime.alignment import FrameAligner, PendingFrame, RefusedViewError
+from slimedge.runtime.status_http import render_page
 from slimedge.runtime.update_messages import Chunk, encode_chunk, encode_offer
 
 S = 1_000_000_000
@@ -81,6 +82,8 @@ def test_frames_before_f_use_the_old_deployment_and_from_f_the_new(two):
     assert agg.first_free_frame() == F
     agg.schedule(new.dep, new.head, F, 1, T0 + F)
     assert [e["event"] for e in agg.drain_events()].count("switch_prepared") == 1
+    page = render_page(agg.status(T0 + F))
+    assert f"to <code>{new.dep.deployment_id}</code> at frame {F} (sequence 1)" in page
     # frame F: a view of the old deployment would pool two models: refused
     send(agg, old, F, [0], T0 + F)
     assert agg.rejected["wrong_deployment"] == 1 and agg.refused_across == 1
@@ -109,6 +112,7 @@ def test_frames_before_f_use_the_old_deployment_and_from_f_the_new(two):
     sw = status["switch"]
     assert sw["sequence"] == 1 and sw["pending"] is None and sw["refused_cross_deployment"] == 2
     assert [h["from_frame"] for h in sw["history"]] == [0, F]
+    assert f"none pending; frames from {F}: <code>{new.dep.deployment_id}" in render_page(status)
     assert "stale_heartbeat" not in agg.rejected and "bad_heartbeat" not in agg.rejected
 
 

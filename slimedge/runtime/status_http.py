@@ -90,6 +90,13 @@ class _Collector:
         for reason, n in s["rejected"].items():
             rej.add_metric([reason], n)
         yield rej
+        sw = s.get("switch")
+        if sw:
+            yield GaugeMetricFamily(p + "switch_sequence", "Sequence of the fleet-wide switch "
+                                    "order the latest frame was served by (0: none)",
+                                    value=sw["sequence"])
+            yield CounterMetricFamily(p + "switches_applied", "Fleet-wide switches applied",
+                                      value=sw["applied"])
         state = GaugeMetricFamily(p + "device_state", "1 for the state each device is in",
                                   labels=["device", "state"])
         for d in s["devices"]:
@@ -117,6 +124,14 @@ def render_page(s: dict[str, Any]) -> str:
             f"<td>{fmt(d['last_heartbeat_age_s'], ' s')}</td><td>{d['accepted']}</td>"
             f"<td>{sum(d['rejected'].values())}</td></tr>" for d in s["devices"])
         rejected = ", ".join(f"{e(k)}: {v}" for k, v in s["rejected"].items()) or "none"
+        sw = s.get("switch") or {}
+        pending = sw.get("pending")
+        switch = ("none pending" if not pending else
+                  f"to <code>{e(pending['deployment_id'])}</code> at frame "
+                  f"{pending['from_frame']} (sequence {pending['sequence']})")
+        switch += "".join(f"; frames from {h['from_frame']}: <code>{e(h['deployment_id'])}"
+                          "</code>" for h in sw.get("history", [])[1:]
+                          if h["first_frame"] is not None)
         body = (
             f"<h1>SlimEdge aggregator — {e(s['fleet'])}</h1>"
             f"<p>deployment <code>{e(s['deployment_id'])}</code>, up {s['uptime_s']:.0f} s, "
@@ -138,6 +153,7 @@ def render_page(s: dict[str, Any]) -> str:
             f"{'' if s['live_set_in_table'] else ' (outside the table: replan)'}</td></tr>"
             f"<tr><th>incomplete / late</th><td>{s['frames_incomplete']} / "
             f"{s['deadline_missed']}</td></tr>"
+            f"<tr><th>fleet-wide switch</th><td id='switch'>{switch}</td></tr>"
             f"<tr><th>rejected</th><td id='rejected'>{rejected}</td></tr></table>"
             "<h2>Devices</h2><table id='devices'><tr><th>device</th><th>views</th>"
             "<th>state</th><th>why</th><th>last heartbeat</th><th>frames in</th>"
