@@ -238,16 +238,18 @@ def _deploy_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
 
 def _fleet_stage(work: WorkFolder) -> Stage:
     """The deployment run as a local fleet (a broker, one agent process per device, the
-    aggregator) with the most important view's device SIGKILLed mid-stream."""
+    aggregator, the controller) with the device whose loss costs the most SIGKILLed
+    mid-stream: contingency switch, replan, push, accuracy after."""
     from slimedge.fleet.demo_run import DEMO_RUN
 
     def run(out: Path) -> dict[str, Any]:
         from slimedge.fleet.demo_run import run_demo_fleet
 
-        return run_demo_fleet(out, work.path("deploy"), work.path("importance"))
+        return run_demo_fleet(out, work.path("deploy"), work.path("importance"),
+                              work.path("plan"))
 
     inputs = {name: work.state.get(name, {}).get("fingerprint")
-              for name in ("deploy", "importance")}
+              for name in ("deploy", "importance", "plan")}
     inputs["run"] = DEMO_RUN
     return Stage("fleet", "fleet", inputs, run, needs=("deploy",))
 
@@ -359,8 +361,10 @@ def _brief(outcome: StageOutcome) -> str:
             return (f"{r['devices']} devices, "
                     f"{'verified' if r.get('verified') else 'NOT verified'}")
         if outcome.name == "fleet":
+            rec = r.get("recovery") or {}
             return (f"{r['answered']}/{r['frames']} frames answered, {r['killed']} killed, "
-                    f"{r['mismatches']} differ from the evaluator")
+                    f"{r['mismatches']} differ from the evaluator; controller: "
+                    f"{rec.get('decision') or 'no decision in the run'}")
         if outcome.name == "report":
             return ", ".join(r.get("sections", []))
     except (KeyError, TypeError, ValueError):  # a record from an older version

@@ -11,9 +11,11 @@ that closes the loop between the fleet's health and its plan.
    aggregator's contingency weights: nothing is exported or pushed;
 4. export: a new signed, verified deployment in `<work>/deployments/<n>-down-<dev>/` (the one
    in service stays as it is);
-5. push: only the devices whose model changed, and the aggregator's part, all switching at one
-   frame F a little ahead of the fleet's last reported frame (`controller_switch`); when every
-   part is acknowledged the new deployment is recorded as the one in service.
+5. push: the aggregator's part and every device up, all switching at one frame F a little
+   ahead of the aggregator's last answered frame (`controller_switch`); only the devices whose
+   model changed get a new one (`changed`), the others a re-labelling update (from F on their
+   messages carry the new deployment's id). When every part is acknowledged the new
+   deployment is recorded as the one in service.
 
 Every state change and decision is a row of `controller.jsonl` (in the deployments folder, or
 `--log`): a decision row holds the devices down before and after, the predicted accuracy
@@ -70,9 +72,8 @@ def add_controller_options(p: argparse.ArgumentParser) -> None:
                    help="heartbeat period assumed until a device announces its own")
     p.add_argument("--lead", type=float, default=DEFAULT_LEAD_S, metavar="S",
                    help="the switch frame is this many seconds of frames after the last one "
-                        "reported: the time every part has to download, verify and prepare")
-    p.add_argument("--fps", type=float, default=None,
-                   help="frame rate, until the heartbeats' frame counts give it")
+                        "the aggregator answered: the time every part has to download, "
+                        "verify and prepare")
     p.add_argument("--push-timeout", type=float, default=60.0, metavar="S",
                    help="seconds to wait for every acknowledgment of a push")
     p.add_argument("--log", default=None, metavar="PATH",
@@ -89,19 +90,18 @@ class Controller:
 
     def __init__(self, work: ControllerWork, url: str, *, grace_s: float = DEFAULT_GRACE_S,
                  heartbeat_s: float = 1.0, lead_s: float = DEFAULT_LEAD_S,
-                 fps: float | None = None, push_timeout: float = 60.0,
+                 push_timeout: float = 60.0,
                  log: Path | None = None, public_key: Path | None = None,
                  say: Callable[[str], None] | None = None) -> None:
         from slimedge.fleet.reference import load_deployment
 
-        for name, value in (("--grace", grace_s), ("--lead", lead_s)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ControllerError(f"{name}: expected seconds >= 0, got {value}")
-        if fps is not None and not fps > 0:
-            raise ControllerError(f"--fps: must be > 0, got {fps}")
+        if not (math.isfinite(grace_s) and grace_s >= 0):
+            raise ControllerError(f"--grace: expected seconds >= 0, got {grace_s}")
+        if not (math.isfinite(lead_s) and lead_s > 0):
+            raise ControllerError(f"--lead: expected seconds > 0, got {lead_s}")
         self.work, self.url = work, url
         self.grace_ns = int(grace_s * 1e9)
-        self.heartbeat_s, self.lead_s, self.fps_hint = heartbeat_s, lead_s, fps
+        self.heartbeat_s, self.lead_s = heartbeat_s, lead_s
         self.push_timeout = push_timeout
         self.log = Path(log) if log is not None else work.dir / LOG_NAME
         self.say = say or (lambda msg: None)
@@ -245,20 +245,20 @@ class Controller:
         row["deployment"] = str(deploy)
         changes = device_changes(cur.deploy, deploy, skip=want)
         row["changed"] = changes
-        frame, fps = self._switch_frame()
-        row.update({"at_frame": frame, "fps": fps})
+        last, fps = self.watch.frame_now()  # the push picks F from the aggregator's state
+        row.update({"last_frame_seen": last, "fps_seen": None if fps is None else round(fps, 3)})
         phases["pushed_ns"] = time.time_ns()
         from slimedge.fleet.controller_switch import push_switch
 
         try:
-            up = [d for d in self.devices if d not in want]
-            pushed = push_switch(deploy, self.url, up, at_frame=frame, lead_s=self.lead_s,
+            pushed = push_switch(deploy, self.url, list(want), at_frame=None,
+                                 lead_s=self.lead_s,
                                  key=self.work.key, fleet=self.fleet,
                                  timeout=self.push_timeout)
         except SlimEdgeError as exc:  # an update that cannot be built or sent
             pushed = {"ok": False, "message": str(exc), "acked_ns": None}
         row["push"] = pushed
-        row["at_frame"] = pushed.get("at_frame", frame)
+        row["at_frame"] = pushed.get("at_frame")
         phases["acked_ns"] = pushed.get("acked_ns")
         if pushed["ok"]:
             self.current = Current(deploy, r.plan_path, want, n)
@@ -280,15 +280,6 @@ class Controller:
         self.say(f"decision: {row['decision']}"
                  + (f" ({row['message']})" if row.get("message") else ""))
         return row
-
-    def _switch_frame(self) -> tuple[int | None, float | None]:
-        """The frame every part switches at: `lead` seconds of frames after the last one
-        reported (None when no device has reported a frame: each switches when ready)."""
-        last, fps = self.watch.frame_now()
-        fps = fps or self.fps_hint
-        if last is None or fps is None:
-            return None, fps
-        return last + 1 + math.ceil(self.lead_s * fps), round(fps, 3)
 
 
 @contextmanager
@@ -317,7 +308,7 @@ def controller_run(args: argparse.Namespace) -> dict[str, Any]:
 
     work = ControllerWork(args.work, fleet=args.fleet, deployments=args.deployments)
     ctl = Controller(work, args.broker, grace_s=args.grace, heartbeat_s=args.heartbeat,
-                     lead_s=args.lead, fps=args.fps, push_timeout=args.push_timeout,
+                     lead_s=args.lead, push_timeout=args.push_timeout,
                      log=Path(args.log) if args.log else None,
                      public_key=Path(args.public_key) if args.public_key else None, say=say)
     stop = threading.Event()

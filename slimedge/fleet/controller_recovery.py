@@ -49,10 +49,17 @@ def switches(run_dir: Path, events: Sequence[Mapping[str, Any]]) -> list[tuple[i
     for d in decisions(run_dir):
         if d.get("decision") != "switched" or d.get("at_frame") is None:
             continue
-        deploy = Path(d["deployment"])
+        deploy = deployment_path(run_dir, d["deployment"])
         frame = applied.get(_deployment_id(deploy), int(d["at_frame"]))
         out.append((frame, deploy))
     return sorted(out, key=lambda x: x[0])
+
+
+def deployment_path(run_dir: Path, recorded: str) -> Path:
+    """A deployment the controller made, found in this run folder: the path recorded is where
+    the run was written, which a run folder written whole and then moved no longer has."""
+    here = Path(run_dir) / CONTROLLER_DEPLOYMENTS / Path(recorded).name
+    return here if here.is_dir() else Path(recorded)
 
 
 def _deployment_id(deploy: Path) -> str:
@@ -123,7 +130,9 @@ def recovery(f: RunFacts, run_dir: Path, injections: Sequence[Mapping[str, Any]]
                         "at_frame": d.get("at_frame"), "decision": d["decision"],
                         "changed": sorted(d.get("changed") or {}),
                         "shortfall": d.get("shortfall"), "message": d.get("message"),
-                        "deployment": d.get("deployment"), "floors": d.get("floors"),
+                        "deployment": (None if d.get("deployment") is None else
+                                       str(deployment_path(run_dir, d["deployment"]))),
+                        "floors": d.get("floors"),
                         "predicted": {k: d.get(k) for k in ("before", "degraded", "after")}})
             back = next((r for r in rows if device in (r.get("returned") or [])
                          and int(r["phases"]["detected_ns"]) > int(ph["detected_ns"])), None)

@@ -27,20 +27,18 @@ def _supports(name: str) -> bool:
     return name in inspect.signature(run_push).parameters
 
 
-def push_switch(deploy: Path, url: str, devices: list[str], *, at_frame: int | None,
+def push_switch(deploy: Path, url: str, down: list[str], *, at_frame: int | None,
                 lead_s: float, key: Path, fleet: str, timeout: float = 60.0
                 ) -> dict[str, Any]:
-    """Push `deploy` to `devices` (the ones up) and the aggregator, switching at one frame:
-    `at_frame` where the aggregator does not take part, else the push's own choice (`lead_s`
-    of frames after the aggregator's last). Returns {"ok", "at_frame", "devices",
-    "aggregator", "sequence", "acked_ns", "message"}."""
+    """Push `deploy` to the aggregator and every device but the `down` ones, switching at one
+    frame: the push's choice (`lead_s` of frames after the aggregator's last answered one).
+    Returns {"ok", "at_frame", "devices", "aggregator", "sequence", "acked_ns", "message"};
+    a down device's missing acknowledgment is not a failure."""
     t0_ns = time.time_ns()
-    kwargs: dict[str, Any] = {"devices": devices, "key": key, "fleet": fleet,
-                              "timeout": timeout, "listen": 2.0}
-    if _supports("aggregator"):  # the fleet-wide switch: F from the aggregator's own state
-        kwargs.update(aggregator=True, lead_s=lead_s, at_frame=None)
-    else:
-        kwargs.update(at_frame=at_frame)
+    kwargs: dict[str, Any] = {"key": key, "fleet": fleet, "timeout": timeout, "listen": 2.0,
+                              "aggregator": True, "lead_s": lead_s, "at_frame": at_frame}
+    if down and _supports("exclude"):
+        kwargs["exclude"] = list(down)
     out: dict[str, Any] = {"ok": True, "at_frame": at_frame, "devices": {},
                            "aggregator": None, "sequence": None, "acked_ns": None,
                            "message": None}
@@ -54,7 +52,8 @@ def push_switch(deploy: Path, url: str, devices: list[str], *, at_frame: int | N
                 "sequence": s.get("sequence"),
                 "at_frame": s.get("at_frame", at_frame)})
     bad = [f"{d} ({o['status']}: {o.get('reason') or o.get('message') or ''})"
-           for d, o in out["devices"].items() if o["status"] not in OK_STATUSES]
+           for d, o in out["devices"].items()
+           if o["status"] not in OK_STATUSES and d not in down]
     agg = out["aggregator"]
     if agg is not None and agg.get("status") != APPLIED:
         bad.append(f"aggregator ({agg.get('status')}: {agg.get('reason') or ''} "
@@ -62,7 +61,8 @@ def push_switch(deploy: Path, url: str, devices: list[str], *, at_frame: int | N
     if bad:
         out["ok"] = False
         out["message"] = "not applied on " + ", ".join(bad)
-    secs = [o["seconds"] for o in out["devices"].values() if o.get("seconds") is not None]
+    secs = [o["seconds"] for d, o in out["devices"].items()
+            if o.get("seconds") is not None and d not in down]
     if agg is not None and agg.get("seconds") is not None:
         secs.append(agg["seconds"])
     out["acked_ns"] = t0_ns + int(max(secs) * 1e9) if secs else time.time_ns()

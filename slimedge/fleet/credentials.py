@@ -80,6 +80,9 @@ def acl_text(fleet: str, devices: list[str]) -> str:
     lines += [f"user {CONTROLLER_USER}",
               # readwrite: push reads the retained offers (the last sequence issued)
               f"topic readwrite {topics.PREFIX}/{fleet}/+/update",
+              # the fleet-wide switch: its frame F comes from the aggregator's state (its
+              # update and ack topics match the +/update and +/ack lines)
+              f"topic read {topics.aggregator_state(fleet)}",
               f"topic read {topics.ack_all(fleet)}",
               f"topic read {topics.status_all(fleet)}",
               f"topic read {topics.heartbeat_all(fleet)}",

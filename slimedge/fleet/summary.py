@@ -268,11 +268,51 @@ def describe(s: dict[str, Any]) -> list[str]:
                      f"{len(b['online_again'])} agents online again, every view back from "
                      f"frame {b['recovered_frame']}; {b['outage']['lost']} frame(s) lost "
                      f"during the outage, {after.get('lost')} after recovery")
+    lines += recovery_lines(s.get("recovery", []))
     for p in s["phases"]:
         lines.append(f"- frames {p['first_frame']}–{p['last_frame']}: {len(p['live_views'])} "
                      f"live views, accuracy {_pct(p['accuracy'])} (evaluator "
                      f"{_pct(p['evaluator_accuracy'])}), {p['on_time']} on time, "
                      f"{p['lost']} lost")
+    return lines
+
+
+def _secs(r: dict[str, Any], key: str) -> str:
+    v = r.get(key)
+    return "n/a" if v is None else f"{v:.2f} s"
+
+
+def recovery_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The controller's closed loop per death, as one timeline: kill, detection, contingency
+    switch, replan, export, push, acknowledgments; accuracy per phase, measured beside the
+    evaluator and the planner's prediction."""
+    lines = []
+    for r in rows:
+        head = (f"- controller, {r['device']} killed at {r['killed_s']:.2f} s: dead at "
+                f"{_secs(r, 'detected_s')}, contingency switch at {_secs(r, 'switched_s')}, "
+                f"replanned at {_secs(r, 'replanned_s')}")
+        if r["decision"] == "switched":
+            head += (f", exported at {_secs(r, 'exported_s')}, every part acknowledged at "
+                     f"{_secs(r, 'acked_s')}; the fleet switched at frame {r['at_frame']} "
+                     f"({', '.join(r.get('changed') or []) or 'no device'} with a new model)")
+        elif r["decision"] is not None:
+            head += f": {r['decision']} ({r.get('message') or ''})"
+        else:
+            head += ": no decision before the run ended"
+        lines.append(head)
+        for name, a in (r.get("accuracy") or {}).items():
+            if a is None:
+                continue
+            pred = a.get("predicted_accuracy")
+            lines.append(f"  - {name}: {a['answered']} frames answered, accuracy "
+                         f"{_pct(a['accuracy'])} (evaluator {_pct(a['evaluator_accuracy'])}, "
+                         f"planner {_pct(pred)})")
+        back = r.get("returned")
+        if back:
+            lines.append(f"  - back: planned with {r['device']} again at "
+                         f"{_secs(back, 'replanned_s')}: {back['decision']}"
+                         + (f", switched at frame {back['at_frame']}"
+                            if back["decision"] == "switched" else ""))
     return lines
 
 

@@ -270,7 +270,7 @@ def controller_argv(p: Prepared, broker: str) -> list[str]:
 
     argv = _slimedge("controller", "run", "--work", str(p.dep.root.resolve().parent),
                      "--broker", broker, "--grace", f"{p.grace_s:g}",
-                     "--heartbeat", f"{p.heartbeat_s:g}", "--fps", f"{p.fps:g}",
+                     "--heartbeat", f"{p.heartbeat_s:g}",
                      "--log", str(p.run_dir / CONTROLLER_LOG),
                      "--deployments", str(p.run_dir / CONTROLLER_DEPLOYMENTS),
                      "--public-key", str(p.public_key))
