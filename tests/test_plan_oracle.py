@@ -106,6 +106,15 @@ def test_optimality_tool_runs_and_reports_gaps(capsys):
     assert out["proven"] == 2
 
 
+def test_optimality_tool_counts_non_monotone_moves(capsys):
+    import json
+
+    assert _tool().main(["--monotonicity", "20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["raises"] + out["lowers"] + out["same"] == 20
+    assert out["raises"] > 0 and out["max_gain"] > 0  # the synthetic ladder is not monotone
+
+
 def _tool():
     import importlib.util
     from pathlib import Path

@@ -44,6 +44,7 @@ from slimedge.plan.search import (  # noqa: E402
     DEFAULT_PATIENCE,
     DEFAULT_POP,
     DEFAULT_STALL_EVALUATIONS,
+    ENUMERATE_BUDGET,
     SearchSettings,
 )
 from slimedge.plan.synthetic import SyntheticSpec, write_synthetic_ladder  # noqa: E402
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
     ap.add_argument("--stall-evaluations", type=int, default=DEFAULT_STALL_EVALUATIONS)
     ap.add_argument("--prefer", default="latency")
+    ap.add_argument("--enumerate-budget", type=int, default=ENUMERATE_BUDGET,
+                    help="boxes of at most this many configurations are enumerated exactly")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-plot", dest="plot", action="store_false")
     ap.add_argument("--json", action="store_true")
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                               min_accuracy_k=round(a_k, 4) if args.k_failures else None)
     settings = SearchSettings(pop=args.pop, generations=args.generations, seed=args.seed,
                               patience=args.patience or None, prefer=args.prefer,
-                              stall_evaluations=args.stall_evaluations or None)
+                              stall_evaluations=args.stall_evaluations or None,
+                              enumerate_budget=args.enumerate_budget)
 
     t0 = time.perf_counter()
     ctx = PlanContext.from_ladder(args.ladder, fleet, constraints)
@@ -160,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'phase':<32}{'seconds':>10}")
     for k, v in result["seconds"].items():
         print(f"{k:<32}{v:>10.2f}")
+    print()
+    for name, st in (result["search_stages"] or {}).items():
+        print(f"  search stage {name:<17}{st.get('seconds', float('nan')):>10.2f}  "
+              + ", ".join(f"{k} {v}" for k, v in st.items() if k != "seconds"))
     print()
     for k, v in result["search"].items():
         print(f"{k:<32}{v:>10}")
