@@ -251,8 +251,7 @@ class Aggregator:
     def first_free_frame(self) -> int:
         """The lowest frame id that no frame was opened (or answered) for: the earliest frame
         a switch may start at."""
-        return max(self.aligner.max_opened + 1, self._served[-1].from_frame + 1
-                   if len(self._served) > 1 else 0)
+        return self.aligner.max_opened + 1
 
     def deployment_ids(self) -> set[str]:
         return {s.dep.deployment_id for s in self._served}

@@ -132,6 +132,10 @@ def verify_aggregator_part(root: Path, key: Any) -> Any:
         m = DeploymentManifest.from_json(data, source=str(root / MANIFEST_NAME))
     except ExportError as e:
         raise DeploymentError(str(e)) from None
+    if m.signing_key != signing.fingerprint(key):  # the rule at start (device_setup) as well
+        raise DeploymentSignatureError(f"{root / MANIFEST_NAME} names signing key "
+                                       f"{m.signing_key}, the provisioned key is "
+                                       f"{signing.fingerprint(key)}")
     for where, f in m.aggregator.files():
         path, why = resolve_inside(root, f.path)
         if path is None:
