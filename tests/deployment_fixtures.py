@@ -28,6 +28,12 @@ class TinyDeployment:
     fleet_file: Path
     fleet: str  # the fleet name in topics
 
+    @property
+    def public_key(self) -> Path:
+        """The key export generated beside the deployment: the one provisioned to its
+        daemons (agents and aggregator verify with it, never with the deployment's copy)."""
+        return self.deploy.parent / "keys" / "public_key.pem"
+
 
 @pytest.fixture(scope="session")
 def tiny_deployment(tiny_ladder, tmp_path_factory) -> TinyDeployment:

@@ -40,6 +40,7 @@ def fleet(tiny_deployment):
 def _aggregator(tiny_deployment, broker_url, run_dir, port, *extra):
     cmd = [sys.executable, "-m", "slimedge.cli", "aggregator", "run",
            "--deploy", str(tiny_deployment.deploy), "--broker", broker_url,
+           "--public-key", str(tiny_deployment.public_key),
            "--run-dir", str(run_dir), "--http", f"127.0.0.1:{port}",
            "--dataset", str(tiny_deployment.dataset), "--heartbeat", "2",
            "--slack-ms", SLACK_MS, "--json", *extra]
@@ -187,7 +188,8 @@ def test_bad_options_are_named_errors(tiny_deployment, tmp_path, capsys):
     from slimedge.cli import main
 
     base = ["aggregator", "run", "--deploy", str(tiny_deployment.deploy), "--broker",
-            "mqtt://127.0.0.1:1", "--run-dir", str(tmp_path / "run")]
+            "mqtt://127.0.0.1:1", "--run-dir", str(tmp_path / "run"), "--public-key",
+            str(tiny_deployment.public_key)]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -200,6 +202,18 @@ def test_bad_options_are_named_errors(tiny_deployment, tmp_path, capsys):
             assert main(base + extra) == 2
             assert match in capsys.readouterr().err
     assert main(["aggregator", "run", "--deploy", str(tmp_path / "none"), "--broker",
-                 "mqtt://127.0.0.1:1"]) == 2
+                 "mqtt://127.0.0.1:1", "--public-key", str(tiny_deployment.public_key)]) == 2
     assert "deployment does not verify" in capsys.readouterr().err
+    # The agent's rule: no key given out of band is refused, naming the option (the
+    # deployment's own public_key.pem proves integrity only) ...
+    assert main(base[:-2]) == 2
+    err = capsys.readouterr().err
+    assert "no provisioned public key: pass --public-key PEM" in err
+    # ... and so is a key that is not the one the manifest names as its signer.
+    from slimedge.export.signing import generate_keys
+
+    _, other = generate_keys(tmp_path / "other")
+    assert main(base[:-1] + [str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "deployment does not verify" in err and "signing key" in err
     assert not (tmp_path / "run" / "results.sqlite").exists()

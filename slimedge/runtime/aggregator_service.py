@@ -58,9 +58,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--deploy", required=True, help="deployment directory (slimedge export)")
     p.add_argument("--broker", required=True, help="mqtt://[user:pass@]host:port or mqtts://")
-    p.add_argument("--public-key", default=None,
-                   help="provisioned public key (PEM) the deployment must verify with "
-                        "(default: the deployment's own public_key.pem: integrity only)")
+    p.add_argument("--public-key", default=None, metavar="PEM",
+                   help="the public key provisioned out of band (default: "
+                        "$SLIMEDGE_PUBLIC_KEY; required: the deployment's own "
+                        "public_key.pem proves integrity only); the manifest's signing_key "
+                        "must be its fingerprint")
     p.add_argument("--http", default=None, metavar="HOST:PORT",
                    help="serve /metrics, /status and the status page here (port 0: any)")
     p.add_argument("--run-dir", default=None,
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
     """The `aggregator run` handler: serve until the replay ends or SIGTERM; returns the final
     metrics (also written to metrics.json)."""
     from slimedge.artifacts import write_json
-    from slimedge.runtime import topics
+    from slimedge.runtime import device_setup, topics
     from slimedge.runtime.aggregator import Aggregator
     from slimedge.runtime.aggregator_deployment import load_aggregator_deployment, provisioned_key
     from slimedge.runtime.aggregator_switch import SwitchLink
@@ -156,8 +158,11 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
 
     http = _http_address(args.http) if args.http else None
     _check_schedule(args)
-    dep = load_aggregator_deployment(args.deploy, args.public_key)
-    trusted_key = provisioned_key(args.deploy, args.public_key)  # verifies every later switch
+    # The agent's rule: an out-of-band key, whose fingerprint the manifest must name.
+    key_path = device_setup.provisioned_key(args.public_key)
+    dep = load_aggregator_deployment(args.deploy, key_path)
+    device_setup.check_signing_key(dep.manifest, key_path, who="aggregator", root=dep.root)
+    trusted_key = provisioned_key(args.deploy, key_path)  # verifies every later switch
     head = HeadRunner(dep.head_path, dep.feature_dim, dep.n_classes)
     labels = _labels(args.dataset)
     run_dir = Path(args.run_dir or time.strftime("aggregator-run-%Y%m%d%H%M%S", time.gmtime()))

@@ -71,6 +71,25 @@ def provisioned_key(public_key: str | os.PathLike | None) -> Path:
     return Path(chosen)
 
 
+def check_signing_key(manifest: Any, key_path: Path, *, who: str, root: Path) -> str:
+    """The provisioned key's fingerprint; SetupError unless the manifest names that key as
+    the one it was signed with. The one rule of every daemon that runs a deployment (agent,
+    aggregator): a key given out of band (`provisioned_key`) whose fingerprint the manifest's
+    `signing_key` must be."""
+    from slimedge.export import ExportError
+    from slimedge.export.signing import fingerprint, load_public_key
+
+    try:
+        key_fp = fingerprint(load_public_key(key_path))
+    except ExportError as e:
+        raise SetupError(f"provisioned public key (--public-key): {e}") from None
+    if manifest.signing_key != key_fp:
+        raise SetupError(f"{who}: refusing to start: {root}/manifest.json names signing key "
+                         f"{manifest.signing_key}, the provisioned key (--public-key "
+                         f"{key_path}) is {key_fp}")
+    return key_fp
+
+
 def edgetpu_delegate() -> object | None:
     """The Edge TPU LiteRT delegate when libedgetpu is installed and loads; else None."""
     for lib in EDGETPU_LIBRARIES:
@@ -105,9 +124,7 @@ def load_device(deploy_dir: str | os.PathLike, device: str,
         raise SetupError(f"device {device}: refusing to start: deployment {root} does not "
                          f"verify: {'; '.join(report.failures)}")
     m = report.manifest
-    if m.signing_key != key_fp:
-        raise SetupError(f"device {device}: refusing to start: {root}/manifest.json names "
-                         f"signing key {m.signing_key}, the provisioned key is {key_fp}")
+    check_signing_key(m, key_path, who=f"device {device}", root=root)
     entry = m.device(device)
     if not entry.views:
         raise SetupError(f"device {device}: the manifest gives it no view")
