@@ -393,7 +393,9 @@ class PlanContext:
         `options`: `down`, `cost_model`, `link_latency`, `frame_period_ms`, `formats` (`build`)."""
         root = Path(root)
         manifest = read_manifest(root)
-        variants = fleet_variants(fleet, options.get("formats"))
+        # A fleet of another size is refused by `build`, naming both sizes.
+        variants = (fleet_variants(fleet, options.get("formats"))
+                    if fleet.views == int(manifest["views"]) else None)
         ev = Evaluator.from_ladder(root, split, manifest=manifest, variants=variants)
         test = None
         if test_split and test_split != split:
@@ -408,7 +410,7 @@ class PlanContext:
                 "dataset_hash": manifest["dataset_hash"],
                 "manifest_sha256": sha256_file(root / "manifest.json"), "split": split,
                 "test_split": test_split if test is not None else None,
-                "feature_variants": list(ev.variants or variants)}
+                "feature_variants": list(ev.variants or [])}
         if ev.fallback:
             info["feature_fallback"] = list(ev.fallback.values())
         return cls.build(ev, fleet, manifest["levels"], constraints,
