@@ -132,6 +132,15 @@ def _plan_parser(sub: argparse._SubParsersAction) -> None:
              "and baselines", cmd.plan, cmd.add_plan_options)
 
 
+def _simulate_parser(sub: argparse._SubParsersAction) -> None:
+    from slimedge.simulate import commands as cmd
+
+    p = _command(sub, "simulate", "plan many random fleets against every baseline under each "
+                 "cost model (Dask); results, summary, plots, simulate.md", cmd.simulate,
+                 cmd.add_simulate_options)
+    p.set_defaults(text=cmd.summary_text)
+
+
 def _export_parsers(sub: argparse._SubParsersAction) -> None:
     from slimedge.export import commands as cmd
 
@@ -214,6 +223,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _ladder_parsers(sub)
     _device_parsers(sub)
     _plan_parser(sub)
+    _simulate_parser(sub)
     _export_parsers(sub)
     _aggregator_parsers(sub)
     _agent_parsers(sub)

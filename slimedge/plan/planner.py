@@ -23,7 +23,7 @@ from slimedge.plan.baselines import ratio, run_baselines
 from slimedge.plan.context import PlanContext
 from slimedge.plan.contingency import build_contingency, weights_by_mask
 from slimedge.plan.explain import explain, explanation_text, latency_reasons, memory_reasons
-from slimedge.plan.failures import Runner
+from slimedge.plan.failures import AccuracyCache, Runner
 from slimedge.plan.figures import failure_sets, figures, summary_row
 from slimedge.plan.plan_file import PLAN_FORMAT, PLAN_VERSION
 from slimedge.plan.search import SearchResult, SearchSettings, make_cache, search
@@ -106,16 +106,18 @@ def _infeasible(ctx: PlanContext, reasons: list[dict[str, Any]], **extra: Any
 def make_plan(ctx: PlanContext, settings: SearchSettings | None = None, *,
               importance: Mapping[str, Any] | None = None, runner: Runner | None = None,
               client: Any = None, baselines: bool = True, fit_contingency: bool = True,
-              plot: bool = True) -> PlanOutcome:
+              plot: bool = True, cache: AccuracyCache | None = None) -> PlanOutcome:
     """Search, contingency, baselines and the plan document; `PlanInfeasibleError` (message: the
-    explanation, `.summary`: machine-readable) when no configuration meets the constraints."""
+    explanation, `.summary`: machine-readable) when no configuration meets the constraints.
+    `cache`: the accuracy memo to use (e.g. one backed by a store shared across fleets over the
+    same ladder, `slimedge.simulate`); default: a fresh one (`make_cache`)."""
     t0 = time.perf_counter()
     settings = (settings or SearchSettings()).validate()
     reasons = memory_reasons(ctx) or latency_reasons(ctx)
     if reasons:
         raise _infeasible(ctx, reasons)
     imp = dict(importance) if importance is not None else importance_of(ctx)
-    cache = make_cache(ctx, runner=runner, client=client)
+    cache = cache if cache is not None else make_cache(ctx, runner=runner, client=client)
     sets = failure_sets(ctx)
     result = search(ctx, settings, importance=np.asarray(imp["shapley"], float), cache=cache)
     base = (run_baselines(ctx, imp, cache=cache, sets=sets, fit_contingency=fit_contingency)

@@ -1,0 +1,303 @@
+"""`slimedge simulate`: scenarios fixed by their seed, valid fleets and floors, the shared memo
+that changes no plan, identical rows whatever runs them, resume, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slimedge.cli import main
+from slimedge.devices.catalog import MCU
+from slimedge.plan import PlanInfeasibleError
+from slimedge.plan.context import PlanContext
+from slimedge.plan.failures import AccuracyCache
+from slimedge.plan.planner import make_plan
+from slimedge.plan.search import SearchSettings
+from slimedge.plan.synthetic import SyntheticSpec, write_synthetic_ladder
+from slimedge.simulate import SimulateError
+from slimedge.simulate.evaluate import METHODS, TIMING_COLUMNS, run_chunk
+from slimedge.simulate.generators import (
+    AUTHORS_FLOOR_LOW,
+    AUTHORS_UNPRUNED_ACCURACY,
+    FAILURE_FACTOR,
+    MAX_FAILURE_PROBABILITY,
+    NOMINAL_FLOOR,
+    RELATIVE_FALLBACK,
+    WORST_K_FLOOR,
+    make_scenario,
+)
+from slimedge.simulate.results import read_rows, summarize
+from slimedge.simulate.runner import CHUNKS_DIR, run_sweep
+from slimedge.simulate.state import AccuracyStore, ScenarioCache, ladder_state
+
+SPEC = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=80, n_test=80, n_train=400, views=4,
+                     dim=16, classes=4, hidden=16, difficulty=0.5)
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("simladder") / "ladder"
+    write_synthetic_ladder(root, SPEC)
+    return root
+
+
+def _fleet_facts(s):
+    return [(d.id, d.board_id, d.views, d.failure_probability, d.board.model_memory_bytes)
+            for d in s.fleet.devices], s.constraints, s.mix, s.floor_kind, s.search_seed
+
+
+def test_a_scenario_is_fixed_by_its_seed_and_valid(ladder):
+    state = ladder_state(ladder)
+    lo, hi = FAILURE_FACTOR
+    mixes, multi = set(), 0
+    for i in range(40):
+        a, b = (make_scenario(state, "catalog", i, 7) for _ in range(2))
+        assert _fleet_facts(a) == _fleet_facts(b)
+        assert _fleet_facts(a) != _fleet_facts(make_scenario(state, "catalog", i, 8))
+        seen = sorted(v for d in a.fleet.devices for v in d.views)
+        assert seen == list(range(state.views))  # every view on exactly one device
+        for d in a.fleet.devices:
+            p0 = d.board.failure.probability
+            assert p0 * lo - 1e-12 <= d.failure_probability <= min(MAX_FAILURE_PROBABILITY,
+                                                                    p0 * hi) + 1e-12
+            assert len(d.views) == 1 or d.board.board_class != MCU
+        c = a.constraints
+        assert NOMINAL_FLOOR[0] <= c.min_accuracy / state.unpruned_accuracy <= NOMINAL_FLOOR[1]
+        assert WORST_K_FLOOR[0] <= c.min_accuracy_k / state.unpruned_worst1 <= WORST_K_FLOOR[1]
+        mixes.add(a.mix)
+        multi += a.multi_camera
+    assert len(mixes) == 4 and multi > 0
+
+
+def test_published_generator_caps_floors_and_relative_fallback(ladder):
+    state = ladder_state(ladder)
+    mib = 2**20
+    for a0, kind in ((0.99, "absolute"), (0.5, RELATIVE_FALLBACK)):
+        st = dataclasses.replace(state, unpruned_accuracy=a0)
+        for i in range(20):
+            s = make_scenario(st, "published", i, 0)
+            assert {d.board.model_memory_bytes for d in s.fleet.devices} <= {128 * mib,
+                                                                              256 * mib,
+                                                                              512 * mib}
+            assert len(s.fleet.devices) == st.views
+            a_min = s.drawn["a_min"]
+            assert AUTHORS_FLOOR_LOW <= a_min <= AUTHORS_UNPRUNED_ACCURACY
+            assert s.floor_kind == kind and s.constraints.min_accuracy_k is None
+            want = a_min if kind == "absolute" else a_min / AUTHORS_UNPRUNED_ACCURACY * a0
+            assert s.constraints.min_accuracy == pytest.approx(want)
+            assert s.constraints.min_accuracy <= a0
+
+
+def test_shared_memo_changes_no_plan(ladder):
+    """A scenario planned over a store warmed by other scenarios: same plan, same counters."""
+    state = ladder_state(ladder)
+    store = AccuracyStore()
+    for i in (3, 4):  # warm the store
+        s = make_scenario(state, "catalog", i, 0)
+        ctx = PlanContext.from_ladder(ladder, s.fleet, s.constraints)
+        try:
+            make_plan(ctx, SearchSettings(seed=0), importance=state.importance, plot=False,
+                      cache=ScenarioCache(ctx.evaluator, ctx.base_weights, store))
+        except PlanInfeasibleError:
+            pass  # an infeasible fleet warms the store too
+    s = make_scenario(state, "catalog", 0, 0)
+    ctx = PlanContext.from_ladder(ladder, s.fleet, s.constraints)
+    fresh = AccuracyCache(ctx.evaluator, ctx.base_weights)
+    shared = ScenarioCache(ctx.evaluator, ctx.base_weights, store)
+    before = store.served
+    outs = [make_plan(ctx, SearchSettings(seed=1), importance=state.importance, plot=False,
+                      cache=c) for c in (fresh, shared)]
+    assert store.served > before  # the warm store did serve values
+    assert outs[0].plan["views"] == outs[1].plan["views"]
+    assert outs[0].plan["predicted"]["latency_ms"] == outs[1].plan["predicted"]["latency_ms"]
+    assert (fresh.calls, fresh.hits) == (shared.calls, shared.hits)
+
+
+def test_rows_have_every_method_and_ratios_as_defined(ladder):
+    rows = run_chunk(str(ladder), "catalog", 0, 2, 0, ("per-layer", "authors"))
+    assert len(rows) == 2 * 2 * len(METHODS)
+    for (scen, cm) in {(r["scenario"], r["cost_model"]) for r in rows}:
+        by = {r["method"]: r for r in rows if (r["scenario"], r["cost_model"]) == (scen, cm)}
+        assert set(by) == set(METHODS)
+        plan, un = by["plan"], by["unpruned"]
+        if plan["scenario_feasible"] and un["fits"]:
+            assert plan["ratio_vs_unpruned"] == pytest.approx(un["latency_ms"]
+                                                              / plan["latency_ms"])
+            assert plan["satisfied_val"]
+        if not un["fits"]:
+            assert all(math.isnan(r["ratio_vs_unpruned"]) for r in by.values())
+
+
+def _rows_without_timing(paths):
+    recs = read_rows(paths).records()
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in recs]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], float) and math.isnan(x[k]):
+                assert isinstance(y[k], float) and math.isnan(y[k]), k
+            else:
+                assert x[k] == y[k], k
+
+
+def test_cli_json_and_the_same_rows_from_one_and_two_workers(ladder, tmp_path, capsys):
+    out1 = tmp_path / "one"
+    assert main(["simulate", "--ladder", str(ladder), "--scenarios", "2", "--workers", "1",
+                 "--out", str(out1), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert set(got) == {"scenarios", "wall_s", "results", "summary"}
+    assert got["scenarios"] == 4 and Path(got["results"]).is_file()
+    for gen in ("catalog", "published"):
+        for cm in ("per-layer", "authors"):
+            for m in METHODS:
+                entry = got["summary"][gen][cm][m]
+                assert set(entry) == {"ratio_vs_unpruned", "ratio_vs_uniform", "energy_ratio",
+                                      "feasible", "satisfied_val", "satisfied_test"}
+                assert set(entry["ratio_vs_unpruned"]) == {"median", "p90", "max"}
+    for name in ("simulate.md", "summary.json", "ratio_cdf.png", "satisfaction.png",
+                 "accuracy_latency.png"):
+        assert (out1 / name).is_file()
+    assert "| catalog | per-layer | **plan** |" in (out1 / "simulate.md").read_text()
+    run2 = run_sweep(ladder, 2, out=tmp_path / "two", workers=2, progress=False)
+    assert run2.workers == 2
+    _same(_rows_without_timing(sorted((out1 / CHUNKS_DIR).glob("*.parquet"))),
+          _rows_without_timing(run2.paths()))
+
+
+def test_resume_after_an_interrupt_recomputes_nothing_finished(ladder, tmp_path):
+    out = tmp_path / "sweep"
+    done = []
+
+    def interrupt(chunk):
+        done.append(chunk)
+        raise KeyboardInterrupt  # as Ctrl-C in the driver, after the first chunk is written
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(ladder, 3, out=out, generators=("catalog",), cost_models=("authors",),
+                  workers=1, chunk=1, progress=False, on_chunk=interrupt)
+    files = sorted((out / CHUNKS_DIR).glob("*.parquet"))
+    assert [f.name for f in files] == [done[0].name]
+    stamp = {f.name: (f.stat().st_ino, f.stat().st_mtime_ns) for f in files}
+    again = run_sweep(ladder, 3, out=out, generators=("catalog",), cost_models=("authors",),
+                      workers=1, chunk=1, progress=False)
+    assert [c.name for c in again.reused] == [done[0].name]
+    assert sorted(c.name for c in again.computed) == sorted(
+        c.name for c in again.chunks if c.name != done[0].name)
+    for f in files:
+        assert (f.stat().st_ino, f.stat().st_mtime_ns) == stamp[f.name]
+    assert not list((out / CHUNKS_DIR).glob(".*tmp*"))  # no temporary file left behind
+    rows = read_rows(again.paths())
+    assert sorted(set(rows["scenario"].tolist())) == [0, 1, 2]
+    summary = summarize(rows)
+    assert set(summary) == {"catalog"} and set(summary["catalog"]) == {"authors"}
+
+
+def test_bad_input_names_the_option(ladder, tmp_path, capsys):
+    def fails(argv, *words):
+        assert main(["simulate", *argv]) != 0
+        err = capsys.readouterr().err
+        for w in words:
+            assert w in err, err
+
+    fails(["--ladder", str(tmp_path / "nope"), "--scenarios", "2", "--out", str(tmp_path)],
+          "--ladder", "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fails(["--ladder", str(empty), "--scenarios", "2", "--out", str(tmp_path / "o")],
+          "--ladder", "manifest.json")
+    fails(["--ladder", str(ladder), "--scenarios", "0", "--out", str(tmp_path / "o")],
+          "--scenarios")
+    with pytest.raises(SystemExit):
+        main(["simulate", "--ladder", str(ladder), "--scenarios", "2", "--generator", "bogus"])
+    assert "--generator" in capsys.readouterr().err
+    fails(["--ladder", str(ladder), "--scenarios", "2", "--scheduler", "tcp://127.0.0.1:1",
+           "--workers", "2"], "--workers")
+    out = tmp_path / "held"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"version": 1, "ladder_manifest_sha256": "x",
+                                                "seed": 0, "chunk": 5}))
+    fails(["--ladder", str(ladder), "--scenarios", "2", "--out", str(out)], "--out",
+          "ladder_manifest_sha256")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        assert proc.poll() is None, "the dask scheduler exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.mark.slow
+def test_external_scheduler_and_two_workers_give_the_same_rows(ladder, tmp_path):
+    dask = str(Path(sys.executable).with_name("dask"))
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        _wait_port(port, procs[0])
+        address = f"tcp://127.0.0.1:{port}"
+        procs += [subprocess.Popen([dask, "worker", address, "--nthreads", "1",
+                                    "--no-dashboard", "--host", "127.0.0.1"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                  for _ in range(2)]
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+        external = run_sweep(ladder, 3, out=tmp_path / "ext", scheduler=address,
+                             progress=False)
+        assert external.workers == 2
+        local = run_sweep(ladder, 3, out=tmp_path / "one", workers=1, progress=False)
+        _same(_rows_without_timing(external.paths()), _rows_without_timing(local.paths()))
+    finally:
+        for p in reversed(procs):  # stopped by pid, workers first
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.slow
+def test_an_unreachable_scheduler_is_named(ladder, tmp_path):
+    with pytest.raises(SimulateError, match="--scheduler"):
+        run_sweep(ladder, 1, out=tmp_path / "x", scheduler=f"tcp://127.0.0.1:{_free_port()}",
+                  progress=False)
+
+
+def test_chunks_are_bounded_at_multiples(ladder):
+    from slimedge.simulate.runner import plan_chunks
+
+    a = plan_chunks(7, ("catalog",), ("authors",), 5)
+    b = plan_chunks(12, ("catalog",), ("authors",), 5)
+    assert [c.name for c in a][:1] == [c.name for c in b][:1]
+    assert [(c.start, c.stop) for c in a] == [(0, 5), (5, 7)]
+    assert np.sum([c.scenarios for c in b]) == 12
