@@ -2,8 +2,9 @@
 
 Stages: dataset (built-in generator) -> model (MVCNN with failout) -> ladder (pruning levels
 with measured costs and cached features) -> importance -> plan (for the default mixed fleet)
--> deploy (signed, verified per-device artifacts) -> fleet (the deployment run as a local
-fleet, one device SIGKILLed mid-stream) -> report.
+-> simulate (a small sweep of random fleets, plan vs every baseline) -> deploy (signed,
+verified per-device artifacts) -> fleet (the deployment run as a local fleet, one device
+SIGKILLed mid-stream) -> report.
 A stage whose inputs did not change is skipped, so a second run is cheap and an
 interrupted run resumes where it stopped.
 
@@ -36,6 +37,7 @@ from slimedge.pipeline import OK, Stage, StageOutcome, WorkFolder, fingerprint
 
 DEMO_FLEET = "mixed12"  # firmware_configs/fleets/mixed12.yaml
 LOGS_DIR = "logs"  # <work>/logs/<stage>.log: what third-party libraries printed
+SIMULATE_SCENARIOS = {False: 4, True: 2}  # random fleets per generator (by --quick)
 QUICK_CLASSES = ("airplane", "bed", "bottle", "car", "chair", "cup", "guitar", "lamp", "monitor",
                  "table")
 
@@ -200,6 +202,37 @@ def _plan_stage(work: WorkFolder, s: DemoSettings, progress: bool) -> Stage:
                  unmet=(PlanInfeasibleError,))
 
 
+def _simulate_stage(work: WorkFolder, quick: bool, workers: int | None,
+                    progress: bool) -> Stage:
+    """A small sweep of random fleets (`slimedge simulate`) over the demo's ladder."""
+    sweep = {"scenarios": SIMULATE_SCENARIOS[quick], "seed": 0}
+
+    def run(out: Path) -> dict[str, Any]:
+        import argparse as _argparse
+
+        from slimedge.artifacts import atomic_dir
+        from slimedge.simulate import COST_MODELS, GENERATORS
+        from slimedge.simulate.commands import finish
+        from slimedge.simulate.runner import run_sweep
+
+        ladder = work.path("ladder")
+        with atomic_dir(out) as tmp:
+            run = run_sweep(ladder, sweep["scenarios"], out=tmp, workers=workers,
+                            seed=sweep["seed"], progress=progress)
+            args = _argparse.Namespace(ladder=str(ladder), scenarios=sweep["scenarios"],
+                                       seed=sweep["seed"], out=str(tmp), plot=True,
+                                       argv=["simulate", "--ladder", str(ladder),
+                                             "--scenarios", str(sweep["scenarios"])])
+            summary = finish(run, args, GENERATORS, COST_MODELS)
+        plan = summary["summary"]["catalog"]["authors"]["plan"]["ratio_vs_unpruned"]
+        return {"scenarios": summary["scenarios"], "wall_s": round(summary["wall_s"], 3),
+                "catalog_authors_ratio_vs_unpruned": plan}
+
+    inputs = {"ladder": work.record("ladder").get("files_hash"), "sweep": sweep,
+              "fleet": _fleet_files()}
+    return Stage("simulate", "simulate", inputs, run, needs=("ladder",))
+
+
 def _fleet_files() -> dict[str, str]:
     """Hashes of the demo fleet's file and of the board catalog and kernel profiles it reads:
     an edited board, profile or fleet file makes the plan (and so the deployment) stale, not
@@ -279,6 +312,7 @@ def _stages(work: WorkFolder, s: DemoSettings, args: argparse.Namespace, progres
         ("ladder", lambda: _ladder_stage(work, s, progress)),
         ("importance", lambda: _importance_stage(work)),
         ("plan", lambda: _plan_stage(work, s, progress)),
+        ("simulate", lambda: _simulate_stage(work, args.quick, args.workers, progress)),
         # Export reports progress as lines, not a bar: the console keeps one line per stage
         # and the deployment's own table is in the report.
         ("deploy", lambda: _deploy_stage(work, s, False)),
@@ -365,6 +399,10 @@ def _brief(outcome: StageOutcome) -> str:
             return (f"{r['answered']}/{r['frames']} frames answered, {r['killed']} killed, "
                     f"{r['mismatches']} differ from the evaluator; controller: "
                     f"{rec.get('decision') or 'no decision in the run'}")
+        if outcome.name == "simulate":
+            ratio = r["catalog_authors_ratio_vs_unpruned"]
+            return (f"{r['scenarios']} random fleets; plan vs unpruned (catalog, authors' "
+                    f"model): median {ratio['median']:.2f}x, max {ratio['max']:.2f}x")
         if outcome.name == "report":
             return ", ".join(r.get("sections", []))
     except (KeyError, TypeError, ValueError):  # a record from an older version

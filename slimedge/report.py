@@ -12,7 +12,7 @@ from typing import Any
 from slimedge.artifacts import atomic_dir
 from slimedge.pipeline import BLOCKED, OK, UNMET, WorkFolder
 
-REPORT_VERSION = 5
+REPORT_VERSION = 6
 
 
 def _dataset_section(work: WorkFolder, out: Path) -> list[str]:
@@ -160,6 +160,25 @@ def _plan_section(work: WorkFolder, out: Path) -> list[str]:
     return lines + [""]
 
 
+def _simulate_section(work: WorkFolder, out: Path) -> list[str]:
+    import shutil
+
+    from slimedge.simulate.markdown import PAPER_CLAIM, table
+
+    folder = work.path("simulate")
+    info = json.loads((folder / "summary.json").read_text())
+    lines = ["## Random fleets (slimedge simulate)", "",
+             f"{info['scenarios_per_generator']} random fleets per generator "
+             f"({', '.join(info['generators'])}), planned and set against every baseline under "
+             f"each cost model in {info['wall_s']:.1f} s. {PAPER_CLAIM}", "",
+             table(info["summary"]), ""]
+    cdf = (info.get("plots") or {}).get("ratio_cdf")
+    if cdf and (folder / cdf).is_file():
+        shutil.copyfile(folder / cdf, out / "simulate_ratio_cdf.png")
+        lines += ["![latency ratio CDF](simulate_ratio_cdf.png)", ""]
+    return lines
+
+
 def _deploy_section(work: WorkFolder) -> list[str]:
     from slimedge.export.deploy import markdown_table, summary_from_deployment
 
@@ -179,11 +198,13 @@ SECTIONS = {
     "ladder": _ladder_section,
     "importance": _importance_section,
     "plan": _plan_section,
+    "simulate": _simulate_section,
     "deploy": lambda work, out: _deploy_section(work),
     "fleet": _fleet_section,
 }
 TITLES = {"dataset": "Dataset", "model": "Model", "ladder": "Pruning ladder",
           "importance": "View importance", "plan": "Plan for the mixed fleet",
+          "simulate": "Random fleets",
           "deploy": "Deployment", "fleet": "Local fleet"}
 
 

@@ -137,8 +137,12 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             client.close()
         return
     n = workers or os.cpu_count() or 1
+    # dashboard off; the scheduler's health/metrics HTTP server on a free loopback port
+    # (with no address it tries 8787, which another cluster on the machine may hold)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None,
+                           scheduler_kwargs={"dashboard": False,
+                                             "dashboard_address": "127.0.0.1:0"})
     client = Client(cluster)
     try:
         yield client
