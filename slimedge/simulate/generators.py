@@ -119,6 +119,7 @@ def catalog_scenario(state: LadderState, index: int, seed: int) -> Scenario:
     mixes = sorted(MIXES)
     mix = mixes[int(rng.integers(len(mixes)))]
     pairs = int(rng.integers(1, 4)) if rng.random() < MULTI_CAMERA_SHARE else 0
+    pairs = min(pairs, max(0, V - 2))  # at least two devices: one failure leaves a view
     order = rng.permutation(V)
     devices: list[Device] = []
     at = 0

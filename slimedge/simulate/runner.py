@@ -136,7 +136,9 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         finally:
             client.close()
         return
-    n = workers or os.cpu_count() or 1
+    from slimedge.provenance import available_cpus
+
+    n = workers or available_cpus()  # one process per core this process may run on
     # dashboard off; the scheduler's health/metrics HTTP server on a free loopback port
     # (with no address it tries 8787, which another cluster on the machine may hold)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
