@@ -200,7 +200,7 @@ def test_floors_unreachable_without_the_device_keep_the_contingency(work, tiny_l
     assert "no plan meets the floors without pi1" in d["message"]
     assert "nothing is pushed" in d["message"]
     assert "push" not in d and "deployment" not in d
-    assert not [p for p in (run / "deployments").iterdir() if p.is_dir()]
+    assert not [p for p in (run / "controller-deployments").iterdir() if p.is_dir()]
     assert not (w / "keys" / "update_sequence.json").exists()  # no update was ever signed
     (rec,) = s["recovery"]
     assert rec["device"] == "pi1" and rec["decision"] == "keep-contingency"
@@ -246,7 +246,7 @@ def test_closed_loop_kill_replan_push_and_return(work, tiny_ladder, tmp_path):
     lost, back = _decisions(run)[:2]
     assert lost["lost"] == ["pi1"] and lost["decision"] == "switched", lost.get("message")
     deploy = Path(lost["deployment"])
-    assert deploy.parent == run / "deployments" and deploy.name == "1-down-pi1"
+    assert deploy.parent == run / "controller-deployments" and deploy.name == "1-down-pi1"
     assert lost["push"]["ok"] and {"pi0", "pi2"} <= set(lost["push"]["devices"])
     assert lost["push"]["aggregator"]["status"] == "applied"
     F = lost["at_frame"]
@@ -272,6 +272,18 @@ def test_closed_loop_kill_replan_push_and_return(work, tiny_ladder, tmp_path):
     # pi1 came back: planned with again (every device up), whatever the replay had left.
     assert back["returned"] == ["pi1"] and back["down_after"] == []
     assert back["decision"] in ("switched", "push-failed"), back.get("message")
-    assert (run / "deployments" / "2-full.plan.json").is_file()
-    current = json.loads((run / "deployments" / "current.json").read_text())
+    assert (run / "controller-deployments" / "2-full.plan.json").is_file()
+    current = json.loads((run / "controller-deployments" / "current.json").read_text())
     assert current["down"] == ([] if back["decision"] == "switched" else ["pi1"])
+
+
+def test_controller_command_refuses_bad_options_with_a_named_error(work, tmp_path, capsys):
+    from slimedge.cli import main
+
+    assert main(["controller", "run", "--work", str(tmp_path / "none"),
+                 "--broker", "mqtt://127.0.0.1:1"]) == 2
+    assert "no such work folder" in capsys.readouterr().err
+    w = _copy_work(work, tmp_path / "w")
+    assert main(["controller", "run", "--work", str(w), "--broker", "mqtt://127.0.0.1:1",
+                 "--lead", "0"]) == 2
+    assert "--lead: expected seconds > 0" in capsys.readouterr().err

@@ -259,7 +259,7 @@ class Controller:
             pushed = {"ok": False, "message": str(exc), "acked_ns": None}
         row["push"] = pushed
         row["at_frame"] = pushed.get("at_frame")
-        phases["acked_ns"] = pushed.get("acked_ns")
+        phases["acked_ns"] = pushed.get("acked_ns") if pushed["ok"] else None
         if pushed["ok"]:
             self.current = Current(deploy, r.plan_path, want, n)
             self.work.record(self.current)

@@ -29,7 +29,7 @@ import numpy as np
 from slimedge.fleet.run_folder import RunFacts, read_jsonl, stretch
 
 CONTROLLER_LOG = "controller.jsonl"
-CONTROLLER_DEPLOYMENTS = "deployments"
+CONTROLLER_DEPLOYMENTS = "controller-deployments"  # not the aggregator's deployments/
 
 
 def decisions(run_dir: Path) -> list[dict[str, Any]]:
@@ -96,6 +96,23 @@ def _test(pred: Mapping[str, Any] | None) -> float | None:
     return None if not pred else pred.get("test_accuracy")
 
 
+def _in_service(run_dir: Path, device: str) -> dict[str, Any]:
+    """The predictions of the plan the controller started with: as planned, and with
+    `device` dead (its contingency row)."""
+    from slimedge.fleet.controller_plan import degraded_of, predicted_of
+    from slimedge.plan.plan_file import read_plan
+
+    started = next((r for r in read_jsonl(Path(run_dir) / CONTROLLER_LOG)
+                    if r.get("event") == "started"), None)
+    if started is None:
+        return {}
+    path = Path(started["current"]["plan"])
+    plan = read_plan(path)
+    return {"before": predicted_of(plan).to_dict(),
+            "degraded": degraded_of(plan, path.parent / "ladder", [device]).to_dict(),
+            "after": None}
+
+
 def recovery(f: RunFacts, run_dir: Path, injections: Sequence[Mapping[str, Any]],
              events: Sequence[Mapping[str, Any]], views_of: Mapping[str, Sequence[int]]
              ) -> list[dict[str, Any]]:
@@ -146,6 +163,12 @@ def recovery(f: RunFacts, run_dir: Path, injections: Sequence[Mapping[str, Any]]
                                    "changed": sorted(back.get("changed") or {})}
                 if back.get("at_frame") is not None and back["decision"] == "switched":
                     end = min(end, int(back["at_frame"]))
+        if d is None:  # no decision in the run: its detection, and what the plan predicts
+            row["predicted"] = _in_service(run_dir, device)
+            dead = [r["at_ns"] for r in read_jsonl(Path(run_dir) / CONTROLLER_LOG)
+                    if r.get("event") == "state" and r.get("device") == device
+                    and r.get("state") == "dead" and int(r.get("at_ns") or 0) >= t_kill]
+            row["detected_s"] = _since(f, min(dead)) if dead else None
         F = row["at_frame"] if row["decision"] == "switched" else None
         F = None if F is None else min(int(F), f.frames)
         degraded = (frame_ids >= kill_frame) & (frame_ids < (F if F is not None else end))

@@ -112,7 +112,8 @@ def add_up_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controller", action="store_true",
                    help="run the controller too (`slimedge controller run` on the deployment's "
                         "work folder): a device dead for --grace is planned without, the new "
-                        "deployment exported and pushed; its deployments go to <run>/deployments")
+                        "deployment exported and pushed; its deployments go to "
+                        "<run>/controller-deployments")
     p.add_argument("--grace", type=float, default=1.0, metavar="S",
                    help="with --controller: seconds dead before the controller replans")
     p.add_argument("--lead", type=float, default=None, metavar="S",
