@@ -15,8 +15,9 @@ start time. While frames flow:
 
 Per case: F, seconds from the push's start to the aggregator's prepared / applied
 acknowledgment, each device's apply time (push start of its delivery -> its applied ack at F),
-frames lost (no answer in any results database), frames answered by the wrong deployment
-(frame < F not by the old one, frame >= F not by the new one), feature messages refused as
+frames lost (no answer in any results database; also after the push began, once frame
+--push-after was answered), frames answered by the wrong deployment (frame < F not by the
+old one, frame >= F not by the new one), feature messages refused as
 wrong_deployment, frames around F with views missing. Medians over repeats.
 
     python tools/bench_switch.py --old OLD/deploy --new NEW/deploy --dataset DATASET \
@@ -47,6 +48,10 @@ from slimedge.runtime.mqtt import MqttClient
 
 S = 1_000_000_000
 ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("frames_lost", "frames_lost_after_push", "wrong_deployment_frames",
+           "wrong_deployment_messages", "views_missing_near_F", "aggregator_prepared_s",
+           "aggregator_applied_s", "restart_s", "device_apply_s_median", "device_apply_s_max",
+           "devices_applied")
 
 
 def _cli(*argv: str) -> list[str]:
@@ -160,11 +165,13 @@ def run_case(args: argparse.Namespace, case: str, work: Path, at_frame: int | No
     wrong_model = sum(1 for f, (dep, _) in answered.items()
                       if dep != (old.deployment_id if f < F else new.deployment_id))
     around = range(max(0, F - 5), min(args.frames, F + 5))
+    lost = sorted(set(range(args.frames)) - set(answered))
     agg = pushed.get("aggregator") or {}
     dev_s = [o["seconds"] for o in pushed["devices"].values()]
     return {
         "case": case, "at_frame": F, "frames": args.frames,
-        "frames_lost": args.frames - len([f for f in answered if 0 <= f < args.frames]),
+        "frames_lost": len(lost), "lost_ranges": _ranges(lost),
+        "frames_lost_after_push": sum(f > args.push_after for f in lost),
         "wrong_deployment_frames": wrong_model, "wrong_deployment_messages": wrong_dep_msgs,
         "views_missing_near_F": sum(n_views - len(answered[f][1]) if f in answered else n_views
                                     for f in around),
@@ -178,18 +185,28 @@ def run_case(args: argparse.Namespace, case: str, work: Path, at_frame: int | No
     }
 
 
+def _ranges(ids: list[int]) -> list[list[int]]:
+    """[[first, last], ...] of runs of consecutive frame ids."""
+    out: list[list[int]] = []
+    for i in ids:
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
 def bench(args: argparse.Namespace) -> dict:
     rows = []
     for r in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="bench-switch-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-switch-", dir=args.keep) as tmp:
             ours = run_case(args, "switch", Path(tmp) / "switch", None)
-        rows.append(ours)
-        with tempfile.TemporaryDirectory(prefix="bench-switch-") as tmp:
+            rows.append(ours)
             rows.append(run_case(args, "restart", Path(tmp) / "restart", ours["at_frame"]))
+            if args.keep:  # the run folders and logs stay for inspection
+                Path(tmp).rename(Path(args.keep) / f"repeat{r + 1}")
         print(f"repeat {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
-    keys = ("at_frame", "frames_lost", "wrong_deployment_frames", "wrong_deployment_messages",
-            "views_missing_near_F", "aggregator_prepared_s", "aggregator_applied_s",
-            "restart_s", "device_apply_s_median", "device_apply_s_max", "devices_applied")
+    keys = ("at_frame", *FIGURES)
     medians = {case: {k: _median([r[k] for r in rows if r["case"] == case]) for k in keys}
                for case in ("switch", "restart")}
     return {
@@ -210,9 +227,7 @@ def bench(args: argparse.Namespace) -> dict:
 def table(result: dict) -> str:
     m = result["medians"]
     rows = [("", "switch (ours)", "restart (baseline)")]
-    for k in ("frames_lost", "wrong_deployment_frames", "wrong_deployment_messages",
-              "views_missing_near_F", "aggregator_prepared_s", "aggregator_applied_s",
-              "restart_s", "device_apply_s_median", "device_apply_s_max", "devices_applied"):
+    for k in FIGURES:
         rows.append((k, str(m["switch"][k]), str(m["restart"][k])))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"fleet-wide switch, medians of {result['repeats']} repeat(s), {result['fps']:g} "
@@ -240,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--startup", type=float, default=10.0, help="seconds before frame 0")
     p.add_argument("--timeout", type=float, default=90.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--keep", default=None, help="keep each repeat's run folders here")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.frames is None:
