@@ -9,7 +9,10 @@ slimedge/<fleet>/results and queues it for the results database. The run folder:
     events.jsonl     one JSON object per line: {"t_ns", "t" (Unix s), "event", ...}:
                      started, state ({"device", "state": alive|suspected|dead, "previous",
                      "reason"}), contingency_switch, replan_needed, link ({"up": bool}: our
-                     own broker connection), stopped
+                     own broker connection), switch_prepared ({"sequence", "deployment_id",
+                     "commit_at_frame", "previous"}), switch_applied ({"frame", ...}),
+                     switch_refused ({"sequence", "reason", "message"}), switch_superseded,
+                     stopped
     metrics.json     the final status snapshot (the keys of /status, plus "mqtt",
                      "inbound_dropped", "frames_expected", "frames_lost", "events")
     deployments/     deployments received for a fleet-wide switch (`aggregator_switch`):
