@@ -221,3 +221,24 @@ def test_an_old_ladder_falls_back_to_int8_and_says_so(tiny_ladder, tmp_path, cap
 
         parse_variants("fp16", V)
     assert main(["evaluate", str(old), "--levels", "0", "--features", "int4", "--json"]) == 2
+
+
+def test_the_feature_cost_tool_reads_the_ladders_record(tiny_ladder, capsys):
+    """tools/ladder_feature_cost.py: the added inference passes per level, from the ladder."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "ladder_feature_cost.py"
+    spec = importlib.util.spec_from_file_location("ladder_feature_cost", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main([str(tiny_ladder.ladder), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["levels"]) == len(tiny_ladder.manifest["levels"])
+    for row, e in zip(out["levels"], tiny_ladder.manifest["levels"], strict=True):
+        fs = e["feature_seconds"]
+        assert row["added_s"] == pytest.approx(sum(fs.values()) - fs["int8"], abs=1e-3)
+        assert set(row["per_variant_s"]) == set(FEATURE_VARIANTS) - {"int8"}
+    assert 0 < out["added_share"] < 1
+    assert tool.main([str(tiny_ladder.ladder)]) == 0
+    assert "| all |" in capsys.readouterr().out
