@@ -8,7 +8,7 @@ timeline: death, the aggregator's contingency switch, the controller's replan wi
 device, the push of the new deployment at one frame, and the accuracy after it.
 
 The replay lasts about `DEMO_RUN["seconds"]` (every test frame, the frame rate set to fit), so
-the stage takes a minute and a half. How far the loop gets before the replay ends depends on the
+the stage takes a little over a minute. How far the loop gets before the replay ends depends on the
 machine (replanning and exporting take seconds to tens of seconds); the report says what
 happened, and nothing in the stage fails on timing.
 """
@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-DEMO_RUN = {"seconds": 80.0, "min_fps": 0.5, "max_fps": 20.0, "kill_at_s": 4.0,
+DEMO_RUN = {"seconds": 60.0, "min_fps": 0.5, "max_fps": 20.0, "kill_at_s": 4.0,
             "heartbeat": 0.25, "grace_s": 1.0, "lead_s": 3.0}
 TIMELINE_PNG = "fleet_timeline.png"  # the report's copy
 
