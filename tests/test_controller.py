@@ -288,3 +288,29 @@ def test_controller_command_refuses_bad_options_with_a_named_error(work, tmp_pat
     assert main(["controller", "run", "--work", str(w), "--broker", "mqtt://127.0.0.1:1",
                  "--lead", "0"]) == 2
     assert "--lead: expected seconds > 0" in capsys.readouterr().err
+
+
+def test_fleet_up_controller_needs_a_work_folder_and_sane_times(work, tiny_ladder, tmp_path):
+    from slimedge.fleet.schedule import FleetUpError
+    from slimedge.fleet.up import prepare, up_options
+
+    def opts(deploy, **over):
+        return up_options(deploy, ladder=tiny_ladder.ladder, controller=True,
+                          run_dir=tmp_path / "run", **over)
+
+    p = prepare(opts(work / "deploy"))
+    assert p.controller and p.grace_s == 1.0
+    with pytest.raises(FleetUpError, match="--grace: must be >= 0"):
+        prepare(opts(work / "deploy", grace=-1.0))
+    with pytest.raises(FleetUpError, match="--lead: must be > 0"):
+        prepare(opts(work / "deploy", lead=0.0))
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(work / "deploy", moved)
+    shutil.copytree(work / "keys", tmp_path / "keys")
+    with pytest.raises(FleetUpError, match="is not a work folder's deploy/"):
+        prepare(opts(moved, dataset=work / "dataset"))
+    bare = tmp_path / "bare"
+    shutil.copytree(work / "deploy", bare / "deploy")
+    shutil.copytree(work / "keys", bare / "keys")
+    with pytest.raises(FleetUpError, match="--controller: .*ladder/manifest.json: missing"):
+        prepare(opts(bare / "deploy", dataset=work / "dataset"))

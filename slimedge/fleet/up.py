@@ -223,6 +223,10 @@ def prepare(args: argparse.Namespace) -> Prepared:
                else STARTUP_BASE_S + STARTUP_PER_PROCESS_S * (len(dep.devices) + 1))
     if args.controller:
         _check_controller_work(dep.root)
+        if not args.grace >= 0:
+            raise FleetUpError(f"--grace: must be >= 0, got {args.grace}")
+        if args.lead is not None and not args.lead > 0:
+            raise FleetUpError(f"--lead: must be > 0, got {args.lead}")
     return Prepared(dep, dataset, frames, float(args.fps), kills, hangs, restarts,
                     broker_restart,
                     parse_time(args.broker_down, "--broker-down"), reference, artifacts, ladder,
