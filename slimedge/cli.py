@@ -189,7 +189,7 @@ def _controller_parser(sub: argparse._SubParsersAction) -> None:
     csub = _group(sub, "controller", "the host process that replans when a device dies")
     _command(csub, "run", "watch the fleet; when a device stays dead (or comes back) replan, "
              "export and push the changed devices", cmd.controller_run,
-             cmd.add_controller_options)
+             cmd.add_controller_options).set_defaults(text=cmd.summary_text)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:

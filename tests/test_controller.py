@@ -212,6 +212,10 @@ def test_floors_unreachable_without_the_device_keep_the_contingency(work, tiny_l
 
     text = "\n".join(describe(s))
     assert "controller, pi1 killed at" in text and "keep-contingency" in text
+    from slimedge.fleet.controller import summary_text
+
+    printed = summary_text({"decisions": [d], "rejected": {}, "current": {"deploy": "D"}})
+    assert printed.startswith("lost pi1: keep-contingency (no plan meets the floors")
 
 
 def test_demo_kills_the_device_whose_loss_costs_most_by_the_plan(work, tmp_path):

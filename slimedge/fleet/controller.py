@@ -316,4 +316,23 @@ def controller_run(args: argparse.Namespace) -> dict[str, Any]:
         return ctl.run(stop)
 
 
-__all__ = ["Controller", "ControllerError", "add_controller_options", "controller_run"]
+def summary_text(s: dict[str, Any]) -> str:
+    """What `controller run` prints at exit without --json: one line per decision."""
+    lines = []
+    for d in s["decisions"]:
+        what = (f"lost {', '.join(d['lost'])}" if d["lost"] else
+                f"back {', '.join(d['returned'])}")
+        secs = ", ".join(f"{k} {v:.2f} s" for k, v in d.get("seconds", {}).items() if k !=
+                         "detected")
+        extra = (f" at frame {d['at_frame']}" if d["decision"] == "switched" else
+                 f" ({d.get('message')})" if d.get("message") else "")
+        lines.append(f"{what}: {d['decision']}{extra}; after detection: {secs}")
+    if s["rejected"]:
+        lines.append("messages refused: " + ", ".join(f"{k} {v}" for k, v in
+                                                      sorted(s["rejected"].items())))
+    lines.append(f"in service: {s['current']['deploy']}")
+    return "\n".join(lines)
+
+
+__all__ = ["Controller", "ControllerError", "add_controller_options", "controller_run",
+           "summary_text"]
