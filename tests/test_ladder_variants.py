@@ -242,3 +242,28 @@ def test_the_feature_cost_tool_reads_the_ladders_record(tiny_ladder, capsys):
     assert 0 < out["added_share"] < 1
     assert tool.main([str(tiny_ladder.ladder)]) == 0
     assert "| all |" in capsys.readouterr().out
+
+
+def test_an_old_ladder_still_exports_a_mixed_fleet(tiny_ladder, mixed_deployment, tmp_path):
+    """A ladder without feature variants: the MCU's TFLite Micro and the Jetson's float16
+    features are not in its cache, so the gate cannot check them bit for bit; it says so and
+    judges the system against the ladder's classifier instead of refusing it."""
+    from slimedge.export.deploy import export_deployment
+
+    _, fleet, _ = mixed_deployment
+    old = tmp_path / "ladder"
+    shutil.copytree(tiny_ladder.ladder, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["feature_variants"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for f in old.glob("levels/*/features_*.npz"):
+        f.unlink()
+    s = export_deployment(fleet, old, [v % 3 for v in range(12)], tmp_path / "deploy",
+                          dataset=tiny_ladder.root / "dataset", progress=False)
+    exact = s["gate"]["exactness"]
+    assert s["gate"]["ok"] and exact["ok"], s["gate"]["failures"]
+    assert exact["reference"].startswith("ladder classifier")
+    assert exact["devices"]["cam00"]["exact"] is None
+    assert exact["devices"]["cam01"]["exact"] is None
+    assert exact["devices"]["cam02"]["exact"] is True
+    assert len(exact["fallback"]) == 2 and "view 1: float16 features" in exact["fallback"][1]

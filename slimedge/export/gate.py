@@ -280,11 +280,13 @@ def _device_exactness(views: Sequence[DeployedView], ref: GateReference,
         entry["views"].append(d.view)
         if modelled:
             entry["variant"] = ev.variants[d.view]
+        if _fallback(ev, d.view) or (not f.quantized and not modelled):
+            # The ladder does not cache what this device computes (float, or TFLite Micro's
+            # int8): not checkable here, said in the result's `fallback`.
+            entry["exact"] = None
+            continue
         if not f.quantized:
-            if modelled and not _fallback(ev, d.view):
-                _float_exactness(d, ref, entry, failures)
-            else:
-                entry["exact"] = None  # not modelled by this ladder (said in the result)
+            _float_exactness(d, ref, entry, failures)
             continue
         if modelled and ev.float_views[d.view]:
             entry["exact"] = False
@@ -360,16 +362,17 @@ def run_gate(views: Sequence[DeployedView], ref: GateReference, head_logits: Any
     if not npz_ok:
         failures.append("exactness: aggregator classifier.npz is not the ladder's classifier")
     ev = ref.evaluator
-    modelled = all(by_view[v].features.quantized or (
-        ev.variants is not None and not _fallback(ev, v)) for v in by_view)
+    modelled = all(not _fallback(ev, v) and (by_view[v].features.quantized
+                                               or ev.variants is not None) for v in by_view)
     if modelled:
         want = ev.predictions(levels, live, ref.weights)
         reference_name = "evaluator"
     else:
         want = ref.classifier.predict(pooled)
         want[empty] = -1
-        # A float view whose variant the ladder does not cache: not the evaluator's case.
-        reference_name = "ladder classifier (the ladder caches no float features)"
+        # A view whose variant the ladder does not cache: not the evaluator's case.
+        reference_name = ("ladder classifier (the ladder does not cache every device's "
+                          "features)")
     notes = list(ev.fallback.values())
     differ = np.flatnonzero(pred != want)
     if differ.size:
