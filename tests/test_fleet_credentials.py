@@ -162,3 +162,28 @@ def test_password_hash_is_mosquittos_format():
     h = password_hash("secret", salt=bytes(12))
     assert h.startswith("$7$101$AAAAAAAAAAAAAAAA$") and len(h.split("$")[-1]) == 88
     assert password_hash("secret") != password_hash("secret")  # a fresh salt each time
+
+
+def test_the_switch_topics_between_controller_and_aggregator(secured):
+    """The fleet-wide switch: the controller offers on the aggregator's update topic and reads
+    its acks and state; the aggregator reads the order and writes both; a device may not forge
+    the aggregator's state."""
+    creds, b = secured
+    agg = _client(creds, b, "aggregator",
+                  subscriptions=[(topics.aggregator_update("lab"), 1)])
+    ctl = _client(creds, b, "controller",
+                  subscriptions=[(topics.aggregator_state("lab"), 1), (topics.ack_all("lab"), 1)])
+    cam00 = _client(creds, b, "cam00")
+    time.sleep(0.2)  # subscriptions settle
+    assert ctl.publish(topics.aggregator_update("lab"), b"order", qos=1)
+    assert _wait(lambda: ctl.pending == 0)
+    assert _drain(agg) == [(topics.aggregator_update("lab"), b"order")]
+    assert agg.publish(topics.aggregator_ack("lab"), b"ack", qos=1)
+    assert agg.publish(topics.aggregator_state("lab"), b"state", qos=1)
+    assert cam00.publish(topics.aggregator_state("lab"), b"forged", qos=1)
+    assert _wait(lambda: agg.pending == 0 and cam00.pending == 0)
+    assert sorted(_drain(ctl)) == [(topics.aggregator_ack("lab"), b"ack"),
+                                   (topics.aggregator_state("lab"), b"state")]
+    assert agg.stats()["publish_refused"] == 0 and cam00.stats()["publish_refused"] == 1
+    for c in (agg, ctl, cam00):
+        c.stop()

@@ -6,7 +6,8 @@ passwords, so each client can do exactly its job and nothing more.
 Users and what the ACL lets them do (topics from `slimedge.runtime.topics`):
 - each device `<id>`: write its own features, heartbeat, status (its Will too) and ack; read
   its own update topic. Nothing of another device.
-- `aggregator`: read every device's features, heartbeat and status; write the results topic.
+- `aggregator`: read every device's features, heartbeat and status; write the results topic;
+  read its own update topic, write its ack and state topics (the fleet-wide switch).
 - `controller` (pushes updates): write and read every device's update topic (push reads the
   retained offers to learn the last sequence issued); read acks, status, heartbeats and results.
 
@@ -76,7 +77,11 @@ def acl_text(fleet: str, devices: list[str]) -> str:
               f"topic read {topics.features_all(fleet)}",
               f"topic read {topics.heartbeat_all(fleet)}",
               f"topic read {topics.status_all(fleet)}",
-              f"topic write {topics.results(fleet)}", ""]
+              f"topic write {topics.results(fleet)}",
+              # the fleet-wide switch: orders in; acknowledgments and its retained state out
+              f"topic read {topics.aggregator_update(fleet)}",
+              f"topic write {topics.aggregator_ack(fleet)}",
+              f"topic write {topics.aggregator_state(fleet)}", ""]
     lines += [f"user {CONTROLLER_USER}",
               # readwrite: push reads the retained offers (the last sequence issued)
               f"topic readwrite {topics.PREFIX}/{fleet}/+/update",
