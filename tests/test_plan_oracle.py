@@ -172,7 +172,9 @@ SLOW = pytest.mark.slow
     (6, 2, 1),  # the first instance: the scan alone stops 156 % above the optimum
     (8, 1, 1),  # the first instance: the scan alone stops 18 % above the optimum
     *[pytest.param(6, s, 5, marks=SLOW) for s in (0, 1, 2, 3, 4)],
-    *[pytest.param(8, s, 3, marks=SLOW) for s in (0, 1, 2, 3, 4)],
+    # seed 3's first instance: the optimum's box holds 31,250 configurations and the scan
+    # alone stops 169 % above it; seed 2's fourth: the scan's margin once skipped its box
+    *[pytest.param(8, s, 3 if s != 2 else 4, marks=SLOW) for s in (0, 1, 2, 3, 4)],
 ])
 def test_search_is_exact_on_random_oracle_instances(views, seed, instances):
     """The optimality tool's instances (random catalog boards, levels, failure rates, floors)
