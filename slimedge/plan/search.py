@@ -146,8 +146,8 @@ class SearchSettings:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"algorithm": "latency scan + energy chains + NSGA-II (pymoo)", "pop": self.pop,
-                "generations": self.generations, "patience": self.patience,
+        return {"algorithm": "latency scan + exact small boxes + energy chains + NSGA-II (pymoo)",
+                "pop": self.pop, "generations": self.generations, "patience": self.patience,
                 "stall_evaluations": self.stall_evaluations,
                 "seed": self.seed,
                 "objectives": None if self.objectives is None else list(self.objectives),
