@@ -107,9 +107,13 @@ def with_static_batch(model: Any, batch: int = 1) -> Any:
         raise ConversionError(f"model '{model.name}': input shape {shape} has unknown "
                               "dimensions besides the batch axis")
     try:
+        # The source input's own name: an unnamed Input takes Keras' process-wide counter
+        # (keras_tensor_<n>), which the converter writes into the signature, so the same model
+        # converted twice would give different bytes (and a different model hash).
         clone = keras.models.clone_model(
             model, input_tensors=keras.Input(shape, batch_size=batch,
-                                             dtype=model.inputs[0].dtype))
+                                             dtype=model.inputs[0].dtype,
+                                             name=model.inputs[0].name))
         clone.set_weights(model.get_weights())
     except Exception as exc:  # Keras raises assorted types for models it cannot clone
         raise ConversionError(f"model '{model.name}': cannot rebuild it with a static batch "

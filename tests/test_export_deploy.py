@@ -438,3 +438,21 @@ def test_edgetpu_readiness_cell_names_the_first_cpu_op(exported):
     assert first is not None
     cell = edgetpu_cell({"edgetpu": deploy_mod.edgetpu_check(path)})
     assert cell == f"CPU from op {first['index']} {first['op']}"
+
+
+def test_export_twice_gives_the_same_artifact_bytes(exported, tiny_ladder, tmp_path):
+    """The same ladder, levels and board formats exported again (later in the same process,
+    after other conversions) give byte-identical device artifacts and firmware files: an
+    unchanged device keeps its model hash across deployments, so a push can leave it alone."""
+    work, _ = exported
+    again = tmp_path / "again"
+    export_deployment("mixed12", tiny_ladder.ladder, MIXED_LEVELS, again,
+                      dataset=tiny_ladder.root / "dataset", progress=False)
+    first = json.loads((work / "deploy" / "manifest.json").read_text())
+    second = json.loads((again / "manifest.json").read_text())
+    a = {d["device"]: d for d in first["devices"]}
+    b = {d["device"]: d for d in second["devices"]}
+    assert a.keys() == b.keys() and len(a) == 12
+    for dev in a:
+        assert b[dev]["sha256"] == a[dev]["sha256"] == sha256_file(again / b[dev]["artifact"]), dev
+        assert b[dev].get("firmware") == a[dev].get("firmware"), dev
