@@ -35,20 +35,26 @@ T0 = 1_800_000_000 * S
 F = 10
 
 
+def _export_again(tiny_deployment, out, levels):
+    from slimedge.export.deploy import export_deployment
+
+    key = tiny_deployment.deploy.parent / "keys" / signing.PRIVATE_KEY_NAME
+    time.sleep(1.1)  # deployment ids carry the creation second
+    export_deployment(tiny_deployment.fleet_file, tiny_deployment.ladder, levels, out,
+                      dataset=tiny_deployment.dataset, progress=False, min_agreement=0.5,
+                      key_path=key)
+    return load_fleet(SimpleNamespace(deploy=out, ladder=tiny_deployment.ladder))
+
+
 @pytest.fixture(scope="module")
 def two(tiny_deployment, tmp_path_factory):
     """(old fleet, new fleet, private key, public key): the tiny deployment, and the same fleet
-    exported again at level index 1 on every view, signed with the same key."""
-    from slimedge.export.deploy import export_deployment
-
+    exported again with another level on every view (the next level index), signed with the
+    same key."""
     work = tmp_path_factory.mktemp("switch")
     key = tiny_deployment.deploy.parent / "keys" / signing.PRIVATE_KEY_NAME
-    time.sleep(1.1)  # deployment ids carry the creation second
-    export_deployment(tiny_deployment.fleet_file, tiny_deployment.ladder, [1] * 12,
-                      work / "deploy", dataset=tiny_deployment.dataset, progress=False,
-                      min_agreement=0.5, key_path=key)
     old = load_fleet(tiny_deployment)
-    new = load_fleet(SimpleNamespace(deploy=work / "deploy", ladder=tiny_deployment.ladder))
+    new = _export_again(tiny_deployment, work / "deploy", [(j + 1) % 3 for j in old.levels])
     assert old.dep.fleet == new.dep.fleet and old.dep.deployment_id != new.dep.deployment_id
     assert all(old.dep.devices[d].model_hash != new.dep.devices[d].model_hash
                for d in old.dep.devices)
@@ -316,3 +322,46 @@ def test_a_deployment_signed_by_another_key_is_refused_when_prepared(two, tmp_pa
         assert [e["event"] for e in agg.drain_events()] == ["switch_refused"]
     finally:
         link.stop()
+
+
+@pytest.fixture(scope="module")
+def partial(two, tiny_deployment, tmp_path_factory):
+    """The tiny deployment exported again with views 0-5 at their old levels and 6-11 at
+    another: the first devices get byte-identical artifacts (the same model hash), the others
+    new models."""
+    levels = [j if v < 6 else (j + 1) % 3 for v, j in enumerate(two.old.levels)]
+    return _export_again(tiny_deployment, tmp_path_factory.mktemp("partial") / "deploy", levels)
+
+
+def test_an_unchanged_device_keeps_its_old_id_and_is_pooled_a_changed_one_is_refused(
+        two, partial):
+    """After F, a device whose model the new deployment keeps (same sha256) still sends under
+    the old deployment id: accepted and pooled with the new deployment; a device whose model
+    changed sending the old id is refused as wrong_deployment, and so is an unknown id with
+    the right model. Every frame equals the new deployment's evaluator."""
+    old, new = two.old, partial
+    same = [v for v in range(12) if old.dep.view_device[v] == new.dep.view_device[v]
+            and old.dep.devices[old.dep.view_device[v]].model_hash
+            == new.dep.devices[new.dep.view_device[v]].model_hash]
+    assert same == list(range(6))  # exported twice at one level: the same bytes
+    agg = Aggregator(old.dep, old.head, now_ns=T0, labels=old.ev.labels)
+    beat_all(agg, old, 1, T0)
+    results = send(agg, old, 0, range(12), T0)
+    agg.schedule(new.dep, new.head, F, 1, T0)
+    for frame in range(F, F + 4):
+        # unchanged devices were not updated: their messages and heartbeats carry the old id
+        results += send(agg, old, frame, range(6), T0 + frame)
+        send(agg, old, frame, [6, 9], T0 + frame)  # changed devices not switched yet: refused
+        results += send(agg, new, frame, range(6, 12), T0 + frame)
+    beat_all(agg, old, 2, T0 + F)
+    assert agg.rejected["wrong_deployment"] == 8 and agg.refused_across == 8
+    assert "whose model for cam" in agg.recent_rejections[-1]["detail"]
+    assert agg.accepted_same_model == 4 * 6
+    send(agg, old, F + 4, [0], T0 + F + 4, deployment_id="elsewhere-20260101000000")
+    assert agg.rejected["wrong_deployment"] == 9 and agg.refused_across == 8
+    assert [r.frame for r in results] == [0] + list(range(F, F + 4))
+    for r in results[1:]:
+        assert r.deployment_id == new.dep.deployment_id and r.views == tuple(range(12))
+        assert r.cls == new.expected(r.frame, np.ones(12, bool))[0], r.frame
+    assert agg.status(T0 + F + 4)["switch"]["accepted_same_model"] == 24
+    assert "cross_deployment" not in agg.rejected and "stale_heartbeat" not in agg.rejected

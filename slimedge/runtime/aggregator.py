@@ -18,8 +18,11 @@ sends raises out of `handle`.
 Fleet-wide switch: `schedule(dep, head, from_frame, sequence)` prepares another deployment for
 frames >= F (the frames before keep the deployment they had). Each frame is pooled with the
 deployment of its frame id (`served_for`): its head, pooling rule, devices and their models; a
-feature message is accepted for frame f only if it carries that deployment's id, so a frame is
-never pooled across two models (the aligner refuses a mix too, and `_answer` checks again).
+feature message is accepted for frame f only if it carries that deployment's id, or the id of
+another deployment this aggregator knows together with the very model (sha256) that frame f's
+deployment names for its device: a device the switch left unchanged keeps sending under its old
+id, and its features are those of the new deployment's model. So a frame is never pooled across
+two models (the aligner keeps one deployment per frame, and `_answer` checks again).
 """
 
 from __future__ import annotations
@@ -197,6 +200,9 @@ class Aggregator:
         self.switches: list[Served] = []  # applied since the last drain (the service acks them)
         self.switch_counts: Counter[str] = Counter()  # prepared, applied, superseded
         self.refused_across = 0  # messages of a known deployment for another one's frame
+        # messages under an older deployment id whose model the frame's deployment names too
+        self.accepted_same_model = 0
+        self._known_ids = {dep.deployment_id}  # every deployment served or scheduled
         self._latest_answered = -1
         self.labels = None if labels is None else np.asarray(labels, np.int64)
         self.max_bytes = dep.max_message_bytes()
@@ -254,7 +260,19 @@ class Aggregator:
         return self.aligner.max_opened + 1
 
     def deployment_ids(self) -> set[str]:
-        return {s.dep.deployment_id for s in self._served}
+        """Every deployment served or scheduled here (also those no longer remembered: a
+        device a switch left unchanged may still announce its first deployment)."""
+        return set(self._known_ids)
+
+    @staticmethod
+    def same_model(dep: AggregatorDeployment, device: str, model_hash: Any) -> bool:
+        """Whether `model_hash` (a message's, a prefix of at least MIN_MODEL_HASH_CHARS)
+        names the artifact `dep` gives `device`: the same bytes, so the same features and
+        quantization whatever deployment id the message carries."""
+        spec = dep.devices.get(device)
+        return (spec is not None and isinstance(model_hash, str)
+                and len(model_hash) >= MIN_MODEL_HASH_CHARS
+                and spec.model_hash.startswith(model_hash.lower()))
 
     def schedule(self, dep: AggregatorDeployment, head: HeadRunner, from_frame: int,
                  sequence: int, now_ns: int) -> Served:
@@ -282,6 +300,7 @@ class Aggregator:
         s = Served(dep, head, int(from_frame), int(sequence), self._window_ns(dep),
                    prepared_ns=now_ns)
         self._served.append(s)
+        self._known_ids.add(dep.deployment_id)
         while len(self._served) > KEPT_DEPLOYMENTS:
             del self._served[0]
         for d in dep.devices:  # a device new in this deployment is watched from now on
@@ -356,12 +375,17 @@ class Aggregator:
             return self._reject("view_not_owned", device, f"view {msg.view} (owns "
                                 f"{list(spec.views)})", now_ns)
         dep_id = getattr(msg, "deployment_id", None)
-        if dep_id != served.dep.deployment_id:
-            if dep_id in self.deployment_ids():  # pooling it would mix two models
-                self.refused_across += 1
-            return self._reject("wrong_deployment", device, f"deployment {dep_id!r}, frame "
-                                f"{msg.seq} is pooled with {served.dep.deployment_id}", now_ns)
         model_hash = getattr(msg, "model_hash", None)
+        if dep_id != served.dep.deployment_id:
+            known = dep_id in self._known_ids
+            if not (known and self.same_model(served.dep, device, model_hash)):
+                if known:  # pooling it would mix two models
+                    self.refused_across += 1
+                return self._reject("wrong_deployment", device, f"deployment {dep_id!r}, "
+                                    f"frame {msg.seq} is pooled with "
+                                    f"{served.dep.deployment_id}, whose model for {device} "
+                                    "is another", now_ns)
+            # else: an unchanged device under its old id; the frame's deployment names its model
         level = getattr(msg, "level", None)
         if (not isinstance(model_hash, str) or len(model_hash) < MIN_MODEL_HASH_CHARS
                 or not spec.model_hash.startswith(model_hash.lower())):
@@ -382,6 +406,8 @@ class Aggregator:
         except RefusedViewError as r:
             return self._reject(r.reason, device, str(r), now_ns)
         self.accepted_by_device[device] += 1
+        if dep_id != served.dep.deployment_id:
+            self.accepted_same_model += 1
         if self.aligner.complete(p, self._expected_for):
             return self._answers([p], now_ns)
         return []
@@ -495,8 +521,9 @@ class Aggregator:
         self.aligner.close(p)
         served = self.served_for(p.frame)
         dep = served.dep
-        mixed = sorted({str(m.deployment_id) for m in p.views.values()}
-                       - {dep.deployment_id})
+        mixed = sorted({str(m.deployment_id) for m in p.views.values()
+                        if m.deployment_id != dep.deployment_id
+                        and not self.same_model(dep, m.device, getattr(m, "model_hash", None))})
         if mixed or p.deployment not in (None, dep.deployment_id):
             # Unreachable through handle(): asked to pool across deployments, it says so.
             got = mixed or [p.deployment]
@@ -614,6 +641,7 @@ class Aggregator:
                 "applied": self.switch_counts["applied"],
                 "superseded": self.switch_counts["superseded"],
                 "refused_cross_deployment": self.refused_across,
+                "accepted_same_model": self.accepted_same_model,
             },
             "uptime_s": round((now_ns - self.started_ns) / 1e9, 3),
             "window_ms": self.window_ns / 1e6, "slack_ms": self.slack_ms,
