@@ -248,17 +248,21 @@ def _split_images(dataset: Dataset, split: str) -> np.ndarray:
     return images.reshape((-1,) + images.shape[2:])
 
 
-def _cache_features(level_path: Path, dataset: Dataset, arena_bytes: int, variant: str
+def _cache_features(level_path: Path, dataset: Dataset, arena_bytes: int, variant: str,
+                    workers: int | None = None
                     ) -> tuple[dict[str, np.ndarray], float | None, int | None]:
     """Run the level's file of `variant` over every view of the cached splits, as a device
     would: TFLite Micro for "int8-tflm" (image by image, with an arena above the measured
-    need: the arena size does not change the arithmetic), LiteRT otherwise."""
+    need: the arena size does not change the arithmetic; over `workers` processes, see
+    `slimedge.ladder.tflm_pass`), LiteRT otherwise."""
+    from slimedge.ladder.tflm_pass import tflm_features
     from slimedge.runtime.branch import BranchRunner
     from slimedge.runtime.mcu import TflmRunner
 
     path = variant_file(level_path, variant)
+    arena = max(2 * arena_bytes, arena_bytes + (64 << 10))
     if variant == TFLM:
-        runner: Any = TflmRunner(path, max(2 * arena_bytes, arena_bytes + (64 << 10)))
+        runner: Any = TflmRunner(path, arena)
     else:
         runner = BranchRunner(path, max_batch=256)
     if (runner.output_quantization is None) != (variant not in (INT8, TFLM)):
@@ -267,25 +271,28 @@ def _cache_features(level_path: Path, dataset: Dataset, arena_bytes: int, varian
                           "quantization")
     out: dict[str, np.ndarray] = {}
     V = dataset.n_views
-    for split in CACHED_SPLITS:
-        images = _split_images(dataset, split)
-        if variant == TFLM:
-            feats = np.stack([runner.run(im).features for im in images])
-        else:
-            feats = runner.run(images).features
+    split_images = {split: _split_images(dataset, split) for split in CACHED_SPLITS}
+    if variant == TFLM:  # one pass over every split: one set of worker processes
+        allf = tflm_features(path, arena, np.concatenate(list(split_images.values())),
+                             workers=workers, runner=runner)
+        ends = np.cumsum([len(im) for im in split_images.values()])
+        feats_of = dict(zip(split_images, np.split(allf, ends[:-1]), strict=True))
+    for split, images in split_images.items():
+        feats = feats_of[split] if variant == TFLM else runner.run(images).features
         out[split] = feats.reshape(-1, V, feats.shape[-1])
     scale, zp = runner.output_quantization or (None, None)
     return out, scale, zp
 
 
-def _cache_variants(level_path: Path, dataset: Dataset, arena_bytes: int
-                    ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Cache every feature variant of a level; (int8 quantization, seconds per variant)."""
+def _cache_variants(level_path: Path, dataset: Dataset, arena_bytes: int,
+                    workers: int | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Cache every feature variant of a level; (int8 quantization, seconds per variant).
+    `workers`: processes for the TFLite Micro pass (None: every usable core on a large pass)."""
     quant: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for variant in FEATURE_VARIANTS:
         t0 = time.perf_counter()
-        feats, scale, zp = _cache_features(level_path, dataset, arena_bytes, variant)
+        feats, scale, zp = _cache_features(level_path, dataset, arena_bytes, variant, workers)
         save_level_features(level_path / features_file(variant), feats, scale, zp)
         seconds[variant] = round(time.perf_counter() - t0, 3)
         if variant == INT8:
