@@ -29,9 +29,9 @@ FAST = SearchSettings(pop=16, generations=12, seed=3)
 class CountingEvaluator(Evaluator):
     """Records every level vector whose features are gathered (= accuracy work done)."""
 
-    def gather(self, levels):
+    def gather(self, levels, live=None):
         self.gathered.append(tuple(int(j) for j in levels))
-        return super().gather(levels)
+        return super().gather(levels, live)
 
 
 def counting(ctx: PlanContext) -> PlanContext:
