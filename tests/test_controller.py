@@ -252,7 +252,7 @@ def test_closed_loop_kill_replan_push_and_return(work, tiny_ladder, tmp_path):
     assert lost["lost"] == ["pi1"] and lost["decision"] == "switched", lost.get("message")
     deploy = Path(lost["deployment"])
     assert deploy.parent == run / "controller-deployments" and deploy.name == "1-down-pi1"
-    assert lost["push"]["ok"] and {"pi0", "pi2"} <= set(lost["push"]["devices"])
+    assert lost["push"]["ok"] and set(lost["push"]["devices"]) == {"pi0", "pi2"}  # pi1 left out
     assert lost["push"]["aggregator"]["status"] == "applied"
     F = lost["at_frame"]
     (rec,) = s["recovery"]
@@ -268,12 +268,16 @@ def test_closed_loop_kill_replan_push_and_return(work, tiny_ladder, tmp_path):
     assert rec_acc["answered"] > 0 and rec_acc["mismatches"] == 0
     assert rec_acc["accuracy"] == rec_acc["evaluator_accuracy"]
     assert s["mismatches"] == 0  # every frame, each with the deployment it was pooled with
-    # Every device up applied it; those whose model changed are named with both hashes.
+    # Only the devices up whose model changed were pushed (and applied it), named with both
+    # hashes; the others were sent nothing and pooled under their old deployment id.
     assert set(lost["changed"]) <= {"pi0", "pi2"}
     for dev, c in lost["changed"].items():
         assert c["sha256"][0] != c["sha256"][1], dev
     for dev in ("pi0", "pi2"):
-        assert lost["push"]["devices"][dev]["status"] == "applied", lost["push"]["devices"]
+        want = "applied" if dev in lost["changed"] else "unchanged"
+        assert lost["push"]["devices"][dev]["status"] == want, lost["push"]["devices"]
+    assert lost["pushed_devices"] == sorted(lost["changed"])
+    assert lost["unchanged_devices"] == sorted({"pi0", "pi2"} - set(lost["changed"]))
     # pi1 came back: planned with again (every device up), whatever the replay had left.
     assert back["returned"] == ["pi1"] and back["down_after"] == []
     assert back["decision"] in ("switched", "push-failed"), back.get("message")

@@ -1,6 +1,8 @@
 """A fleet-wide switch through real processes: Mosquitto, three `slimedge agent run` processes
 and one `slimedge aggregator run` process on the old deployment; `run_push(..., aggregator=True)`
-switches every device and the aggregator at one frame id F, chosen from the aggregator's state.
+switches the aggregator and every device whose model changes at one frame id F, chosen from the
+aggregator's state; the device whose model the new deployment keeps (byte-identical artifact) is
+sent nothing and is pooled from F on under its old deployment id.
 Before it, a badly signed order, an order signed by another key and an order for a frame already
 past are each refused, counted and reported, and the old deployment keeps serving. The run folder
 then shows: every frame answered (none lost across F), frames < F by the old deployment and
@@ -31,6 +33,7 @@ from slimedge.runtime.update_messages import encode_chunk, encode_offer
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = "swtrio"
 DEVICES = ("pi0", "pi1", "pi2")
+CHANGED = ("pi1", "pi2")  # pi0's model is the same in both deployments
 TRIO = ("{id: pi0, board: rpi4b, views: [0, 1, 2, 3]}",
         "{id: pi1, board: rpi4b, views: [4, 5, 6, 7]}",
         "{id: pi2, board: rpi5, views: [8, 9, 10, 11]}")
@@ -38,9 +41,9 @@ TRIO = ("{id: pi0, board: rpi4b, views: [0, 1, 2, 3]}",
 
 @pytest.fixture(scope="module")
 def pair(tiny_ladder, tmp_path_factory):
-    """Two deployments of one fleet from the tiny ladder (other levels: other device models
-    and feature quantization), signed with one key, and a replay dataset of 96 test frames
-    (the tiny dataset's objects, twice)."""
+    """Two deployments of one fleet from the tiny ladder, signed with one key: pi0 keeps its
+    level (the same artifact bytes), pi1 and pi2 get other levels (other models and feature
+    quantization); and a replay dataset of 96 test frames (the tiny dataset's objects, twice)."""
     from slimedge.data.container import Dataset
     from slimedge.export.deploy import export_deployment
 
@@ -52,7 +55,7 @@ def pair(tiny_ladder, tmp_path_factory):
     kw = dict(dataset=tiny_ladder.root / "dataset", progress=False, min_agreement=0.5)
     export_deployment(fleet, tiny_ladder.ladder, [0] * 12, root / "deploy", **kw)
     time.sleep(1.1)  # deployment ids carry the creation second
-    export_deployment(fleet, tiny_ladder.ladder, [1] * 4 + [2] * 4 + [1] * 4, root / "deploy2",
+    export_deployment(fleet, tiny_ladder.ladder, [0] * 4 + [2] * 4 + [1] * 4, root / "deploy2",
                       **kw)
     n = ds.n_objects
     Dataset(images=np.concatenate([np.asarray(ds.images)] * 2),
@@ -150,13 +153,16 @@ def test_fleet_wide_switch_at_one_frame_id(pair, mosquitto_broker, tmp_path):
         [("refused", "bad-signature"), ("refused", "wrong-key")]
     agg = past["aggregator"]
     assert (agg["status"], agg["reason"]) == ("refused", "frame-passed"), agg
-    assert {o["status"] for o in past["devices"].values()} == {"not sent"}
+    assert {d: o["status"] for d, o in past["devices"].items()} == \
+        {"pi0": "unchanged", "pi1": "not sent", "pi2": "not sent"}
 
     F = pushed["at_frame"]
     agg = pushed["aggregator"]
     assert agg["status"] == "applied" and agg["first_frame"] == F, agg
     assert agg["seconds"] >= agg["prepared_seconds"] > 0
-    for d in DEVICES:
+    assert pushed["devices"]["pi0"]["status"] == "unchanged", pushed["devices"]["pi0"]
+    assert pushed["devices"]["pi0"]["bytes"] is None  # nothing sent
+    for d in CHANGED:
         assert pushed["devices"][d]["status"] == "applied", pushed["devices"][d]
     assert 0 < F < n - 5
 
@@ -186,6 +192,10 @@ def test_fleet_wide_switch_at_one_frame_id(pair, mosquitto_broker, tmp_path):
     sw = metrics["switch"]
     assert sw["updates"]["refused"] == {"bad-signature": 1, "wrong-key": 1, "frame-passed": 1}
     assert sw["applied"] == 1 and sw["sequence"] == pushed["sequence"]
+    # pi0 (views 0-3) was never updated: from F on its views came under the old id, pooled
+    assert sw["accepted_same_model"] == sum(len(set(json.loads(r[2])) & {0, 1, 2, 3})
+                                            for r in rows[F:]) > 0
+    assert sw["refused_cross_deployment"] == 0
     assert metrics["deployment_id"] == new_dep.deployment_id
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
@@ -194,7 +204,7 @@ def test_fleet_wide_switch_at_one_frame_id(pair, mosquitto_broker, tmp_path):
     assert applied["frame"] == F and applied["previous"] == old_dep.deployment_id
     print(f"\nswitch at frame {F}: aggregator prepared {agg['prepared_seconds']} s and applied "
           f"{agg['seconds']} s after the push began; devices "
-          + ", ".join(f"{d} {pushed['devices'][d]['seconds']} s" for d in DEVICES)
+          + ", ".join(f"{d} {pushed['devices'][d]['seconds']} s" for d in CHANGED)
           + f"; frames lost {metrics['frames_lost']}")
 
 

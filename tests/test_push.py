@@ -168,6 +168,11 @@ def test_refused_and_silent_devices_fail_the_push(world, tmp_path, mqtt_broker, 
         assert rc == 1
         row = json.loads(out)["devices"][MCU_DEVICE]
         assert (row["status"], row["reason"]) == ("refused", "wrong-key")
+        # --exclude: the silent device is not sent, not waited for, not reported
+        rc, out = push_cli(world, mqtt_broker.url, "--timeout", "8", "--json",
+                           "--exclude", PI_DEVICE, capsys=capsys)
+        assert rc == 1
+        assert list(json.loads(out)["devices"]) == [MCU_DEVICE]
     finally:
         wrong.close()
     assert wrong.serving()[1] == 0 and silent.serving()[1] == 0  # the old model still served
@@ -195,6 +200,9 @@ def test_push_refuses_unknown_devices(world, mqtt_broker, capsys):
     rc = cli.main(["push", "--deploy", str(world["new"]), "--broker", mqtt_broker.url,
                    "--devices", "cam77"])
     assert rc == 2 and "cam77" in capsys.readouterr().err
+    rc = cli.main(["push", "--deploy", str(world["new"]), "--broker", mqtt_broker.url,
+                   "--exclude", "cam77"])
+    assert rc == 2 and "--exclude: cam77 not in deployment" in capsys.readouterr().err
 
 
 def test_a_slow_link_is_paced_while_the_others_go_at_full_speed(mqtt_broker):

@@ -11,10 +11,11 @@ that closes the loop between the fleet's health and its plan.
    aggregator's contingency weights: nothing is exported or pushed;
 4. export: a new signed, verified deployment in `<work>/deployments/<n>-down-<dev>/` (the one
    in service stays as it is);
-5. push: the aggregator's part and every device up, all switching at one frame F a little
-   ahead of the aggregator's last answered frame (`controller_switch`); only the devices whose
-   model changed get a new one (`changed`), the others a re-labelling update (from F on their
-   messages carry the new deployment's id). When every part is acknowledged the new
+5. push: the aggregator's part and the devices up whose model changed (`changed`), all
+   switching at one frame F a little ahead of the aggregator's last answered frame
+   (`controller_switch`); a device whose artifact is byte-identical is sent nothing
+   (`unchanged_devices`: the aggregator pools its messages, under its old deployment id, with
+   the new deployment since it names the same model). When every part is acknowledged the new
    deployment is recorded as the one in service.
 
 Every state change and decision is a row of `controller.jsonl` (in the deployments folder, or
@@ -259,6 +260,12 @@ class Controller:
             pushed = {"ok": False, "message": str(exc), "acked_ns": None}
         row["push"] = pushed
         row["at_frame"] = pushed.get("at_frame")
+        row["pushed_devices"] = pushed.get("pushed", [])
+        row["unchanged_devices"] = pushed.get("unchanged", [])
+        if pushed.get("aggregator") is not None:
+            self.say(f"pushed {', '.join(row['pushed_devices']) or 'no device'} and the "
+                     f"aggregator at frame {row['at_frame']}; unchanged (nothing sent): "
+                     f"{', '.join(row['unchanged_devices']) or 'none'}")
         phases["acked_ns"] = pushed.get("acked_ns") if pushed["ok"] else None
         if pushed["ok"]:
             self.current = Current(deploy, r.plan_path, want, n)
@@ -324,7 +331,9 @@ def summary_text(s: dict[str, Any]) -> str:
                 f"back {', '.join(d['returned'])}")
         secs = ", ".join(f"{k} {v:.2f} s" for k, v in d.get("seconds", {}).items() if k !=
                          "detected")
-        extra = (f" at frame {d['at_frame']}" if d["decision"] == "switched" else
+        extra = (f" at frame {d['at_frame']}, pushed "
+                 f"{', '.join(d.get('pushed_devices') or []) or 'no device'}"
+                 if d["decision"] == "switched" else
                  f" ({d.get('message')})" if d.get("message") else "")
         lines.append(f"{what}: {d['decision']}{extra}; after detection: {secs}")
     if s["rejected"]:

@@ -20,9 +20,14 @@ retained state heard on slimedge/<fleet>/aggregator/state), every device switche
 id F, and so does the aggregator. F is `--at-frame`, else the aggregator's last frame answered
 plus `--lead` seconds of frames at its frame rate. The aggregator's part (signed order + the new
 deployment's manifest and aggregator files, `updates.build_aggregator_update`) goes first; only
-once it acknowledges `prepared` are the devices sent theirs, all with commit_at_frame = F, and
-*every* device of the deployment gets one (its feature messages must carry the new deployment
-id from F on, so a device whose model is unchanged gets a re-labelling update too). An
+once it acknowledges `prepared` are the devices sent theirs, all with commit_at_frame = F.
+Every device of the deployment is considered (`--devices` does not narrow a switch), but only
+those whose model changes get an update: a device whose heartbeat names the new artifact's
+sha256 is `unchanged`, sent nothing, and keeps sending under its deployment id; the aggregator
+pools it from F on because the new deployment names the same model for it (the same bytes: the
+same features and quantization). `--exclude` leaves devices out (down: not sent, not waited
+for, absent from `devices`). The aggregator's part is sent even when no device changes (a
+switch that only drops a dead device's views). An
 aggregator refusal stops the push before any device is touched. The summary's `aggregator`
 entry: `status` (applied | prepared | refused | timed out), `reason`, `seconds` (push start ->
 the aggregator's first frame with the new deployment), `prepared_seconds`, `commit_at_frame`,
@@ -111,6 +116,8 @@ def add_push_options(p: argparse.ArgumentParser) -> None:
                    help="mqtt://[user:pass@]host:port (mqtts:// for TLS)")
     p.add_argument("--devices", default=None, metavar="LIST",
                    help="comma-separated device ids (default: every device of the deployment)")
+    p.add_argument("--exclude", default=None, metavar="LIST",
+                   help="comma-separated device ids left out: not sent, not waited for (down)")
     p.add_argument("--key", default=None, metavar="PRIVATE_PEM",
                    help="Ed25519 private key that signed the deployment (default: "
                    "<deploy>/../keys/private_key.pem)")
@@ -153,7 +160,7 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
         chunk_bytes=args.chunk_bytes, expires=args.expires, rollback=args.rollback,
         push_all=args.push_all, emulate_link=args.emulate_link, at_frame=args.at_frame,
         aggregator={"auto": None, "yes": True, "no": False}[args.aggregator],
-        lead_s=args.lead)
+        lead_s=args.lead, exclude=_device_list(args.exclude, "--exclude"))
     if not args.json:
         print(format_table(summary))
     failed = [d for d, o in summary["devices"].items() if o["status"] not in (APPLIED, UNCHANGED)]
@@ -169,12 +176,12 @@ def push(args: argparse.Namespace) -> dict[str, Any]:
     return summary if args.json else {}
 
 
-def _device_list(text: str | None) -> list[str] | None:
+def _device_list(text: str | None, flag: str = "--devices") -> list[str] | None:
     if text is None:
         return None
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise PushError(f"--devices {text!r}: no device id given")
+        raise PushError(f"{flag} {text!r}: no device id given")
     return names
 
 
@@ -184,9 +191,11 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
              expires: float = 7 * 24 * 3600, rollback: bool = False,
              push_all: bool = False, emulate_link: bool = False,
              at_frame: int | None = None, aggregator: bool | None = None,
-             lead_s: float = DEFAULT_LEAD_S) -> dict[str, Any]:
+             lead_s: float = DEFAULT_LEAD_S, exclude: list[str] | None = None
+             ) -> dict[str, Any]:
     """Push `deploy` to the fleet on `broker` (module doc); the summary dict `--json` prints.
-    `aggregator`: True (switch it too: required), False (devices only), None (auto)."""
+    `aggregator`: True (switch it too: required), False (devices only), None (auto).
+    `exclude`: devices not sent, not waited for and absent from the summary (down ones)."""
     from slimedge.export.manifest import MANIFEST_NAME, DeploymentManifest
     from slimedge.export.signing import PRIVATE_KEY_NAME
     from slimedge.runtime.mqtt import MqttClient
@@ -200,16 +209,19 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
     except OSError as exc:
         raise PushError(f"{deploy / MANIFEST_NAME}: cannot read ({exc.strerror})") from None
     fleet = fleet or topics.fleet_name(manifest.deployment_id, manifest.created)
+    left_out = set(exclude or ())
     names = devices or [d.device for d in manifest.devices]
-    unknown = [n for n in names if n not in {d.device for d in manifest.devices}]
-    if unknown:
-        raise PushError(f"--devices: {', '.join(unknown)} not in deployment "
-                        f"{manifest.deployment_id}")
+    for flag, given in (("--devices", names), ("--exclude", sorted(left_out))):
+        unknown = [n for n in given if n not in {d.device for d in manifest.devices}]
+        if unknown:
+            raise PushError(f"{flag}: {', '.join(unknown)} not in deployment "
+                            f"{manifest.deployment_id}")
+    names = [n for n in names if n not in left_out]
 
     # What devices run: heard on a client of its own, so the delivery client below receives
     # acknowledgments only (not its own chunks echoed back from the update topics).
     started = time.monotonic()
-    all_names = [d.device for d in manifest.devices]
+    all_names = [d.device for d in manifest.devices if d.device not in left_out]
     watch_names = all_names if aggregator is not False else names
     watcher = MqttClient(broker, name="slimedge-push-watch",
                          subscriptions=[(topics.heartbeat_all(fleet), 0),
@@ -227,11 +239,13 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
     if aggregator is not False and agg_state is not None:
         at_frame = _switch_frame(agg_state, at_frame, lead_s)
         part = _AggregatorPart(at_frame, started)
-        names, push_all = all_names, True  # every device's messages change deployment at F
+        names = all_names  # every device whose model changes must switch at F
     changed = [n for n in names if push_all or not _runs(states[n], manifest.device(n))]
-    outcomes: dict[str, Outcome] = {n: Outcome(UNCHANGED) for n in names if n not in changed}
+    outcomes: dict[str, Outcome] = {n: Outcome(UNCHANGED, message="runs this model already: "
+                                               "nothing sent")
+                                    for n in names if n not in changed}
     sequence = None
-    if changed:
+    if changed or part is not None:
         seen = max([s.sequence for s in states.values()]
                    + [int((agg_state or {}).get("sequence") or 0)])
         sequence = SequenceCounter(key_path.parent / SEQUENCE_FILE).next(at_least=seen)
@@ -247,10 +261,10 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
             deadline = started + timeout
             if part is not None and agg_update is not None:
                 part.prepare(client, fleet, agg_update, chunk_bytes, deadline)
-            if part is None or part.status == PREPARED:
+            if changed and (part is None or part.status == PREPARED):
                 outcomes.update(_deliver(client, fleet, updates, chunk_bytes, timeout,
                                          bandwidth, on_message=part and part.take))
-            else:
+            elif changed and part is not None:
                 outcomes.update({n: Outcome(NOT_SENT, "aggregator-" + part.status.replace(
                     " ", "-"), "the aggregator did not prepare the switch: devices untouched")
                     for n in changed})
