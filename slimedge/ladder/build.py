@@ -15,7 +15,8 @@ For each level, in increasing order, starting from the previous level's fine-tun
 4. run the level's TFLite files — what the devices run — over every view of the val and test
    splits and cache the features of every variant a device may send
    (`slimedge.ladder.store.FEATURE_VARIANTS`): the int8 file in LiteRT (Linux and Edge TPU
-   boards) and in TFLite Micro (microcontrollers), with its scale and zero point, and the
+   boards) and in TFLite Micro (microcontrollers; image by image, the images spread over
+   every usable core by `slimedge.ladder.tflm_pass`), with its scale and zero point, and the
    float16, dynamic-range and float32 files in LiteRT. The float files are converted with a
    static batch of 1, exactly as export converts the artifacts it ships, so a float device's
    features are these bit for bit (export checks it).
