@@ -29,7 +29,7 @@ from slimedge.simulate.state import ladder_digest
 CHUNK = 5  # scenarios per task and per Parquet file
 SWEEP_FILE = "sweep.json"
 CHUNKS_DIR = "chunks"
-SWEEP_VERSION = 1
+SWEEP_VERSION = 2  # 2: plans enumerate boxes up to SWEEP_ENUMERATE_BUDGET; plan_proven
 CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
 
 
