@@ -58,8 +58,8 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     # What TensorFlow and its converter print went to the stage logs.
     assert "fully_quantize" in (work / "logs" / "ladder.log").read_text()
     assert sorted(p.stem for p in (work / "logs").iterdir()) == sorted(
-        ["demo", "dataset", "model", "ladder", "importance", "plan", "deploy", "fleet",
-         "report"])
+        ["demo", "dataset", "model", "ladder", "importance", "plan", "simulate", "deploy",
+         "fleet", "report"])
 
     # A resumed run in text mode: one line per stage, then the short summary.
     assert main(["demo", "--quick", "--work", str(work)]) == 0
