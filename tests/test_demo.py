@@ -67,9 +67,9 @@ def test_quick_demo_runs_every_stage_then_skips_them(tmp_path, capsys):
     lines = err.splitlines()
     assert lines[0].startswith("slimedge demo --quick, seed 0, work folder")
     assert [line.split()[:3] for line in lines[1:]] == [
-        [f"[{i}/8]", name, "up"] for i, name in enumerate(
-            ["dataset", "model", "ladder", "importance", "plan", "deploy", "fleet", "report"],
-            1)]
+        [f"[{i}/9]", name, "up"] for i, name in enumerate(
+            ["dataset", "model", "ladder", "importance", "plan", "simulate", "deploy", "fleet",
+             "report"], 1)]
     assert "test accuracy  float" in out and "at the plan's levels" in out
     assert f"plan latency   {figures['latency_ms']:.1f} ms; unpruned" in out
     assert "deployment     verified (12 devices, signed)" in out

@@ -355,7 +355,10 @@ def test_interrupted_run_stops_every_process(trio, tiny_ladder, tmp_path, sig):
         [sys.executable, "-m", "slimedge.cli", "fleet", "up", "--deploy", str(trio / "deploy"),
          "--dataset", str(tiny_ladder.root / "dataset"), "--ladder", str(tiny_ladder.ladder),
          "--run-dir", str(run), "--startup-s", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job ignores SIGINT and its children inherit that (Python then
+        # installs no Ctrl-C handler): give the child SIGINT's default whatever ran pytest.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(_starts(run)) < 4:  # the aggregator and three agents
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
