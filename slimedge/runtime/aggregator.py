@@ -387,8 +387,7 @@ class Aggregator:
                                     "is another", now_ns)
             # else: an unchanged device under its old id; the frame's deployment names its model
         level = getattr(msg, "level", None)
-        if (not isinstance(model_hash, str) or len(model_hash) < MIN_MODEL_HASH_CHARS
-                or not spec.model_hash.startswith(model_hash.lower())):
+        if not self.same_model(served.dep, device, model_hash):
             return self._reject("wrong_model", device, f"model hash {model_hash!r:.24}", now_ns)
         if level is None or np.float32(level) != np.float32(spec.level):
             return self._reject("wrong_model", device, f"level {level} (runs {spec.level})",
