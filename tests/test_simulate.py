@@ -37,7 +37,7 @@ from slimedge.simulate.generators import (
     make_scenario,
 )
 from slimedge.simulate.results import read_rows, summarize
-from slimedge.simulate.runner import CHUNKS_DIR, run_sweep
+from slimedge.simulate.runner import CHUNKS_DIR, RUNS_FILE, read_runs, run_sweep
 from slimedge.simulate.state import AccuracyStore, ScenarioCache, ladder_state
 
 SPEC = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=80, n_test=80, n_train=400, views=4,
@@ -204,6 +204,41 @@ def test_resume_after_an_interrupt_recomputes_nothing_finished(ladder, tmp_path)
     assert sorted(set(rows["scenario"].tolist())) == [0, 1, 2]
     summary = summarize(rows)
     assert set(summary) == {"catalog"} and set(summary["catalog"]) == {"authors"}
+    # both runs are logged, the interrupted one too: the sweep's cost is their sum
+    runs, bad = read_runs(out)
+    assert bad == 0
+    assert [(r["computed_scenarios"], r["reused_scenarios"], r["completed"]) for r in runs] \
+        == [(1, 0, False), (2, 1, True)]
+    assert all(r["wall_s"] > 0 and r["workers"] == 1 for r in runs)
+
+
+def test_the_run_log_skips_a_bad_line_and_sums_every_run(ladder, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["simulate", "--ladder", str(ladder), "--scenarios", "1", "--generator", "catalog",
+            "--cost-model", "authors", "--workers", "1", "--out", str(out), "--no-plot",
+            "--json"]
+    assert main(argv) == 0
+    with open(out / RUNS_FILE, "a") as fh:
+        fh.write('{"wall_s": "not a number"\n')  # a torn line
+    assert main(argv) == 0  # nothing left to compute: a run of 0 scenarios, logged
+    capsys.readouterr()
+    info = json.loads((out / "summary.json").read_text())
+    assert info["unreadable_run_lines"] == 1
+    assert [r["computed_scenarios"] for r in info["runs"]] == [1, 0]
+    assert info["all_runs_computed_scenarios"] == 1
+    assert info["all_runs_wall_s"] == pytest.approx(sum(r["wall_s"] for r in info["runs"]))
+    assert "All 2 logged runs into this folder" in (out / "simulate.md").read_text()
+    # the table docs/benchmarks.md takes, from the same folder
+    tool = Path(__file__).resolve().parents[1] / "tools" / "simulate_table.py"
+    done = subprocess.run([sys.executable, str(tool), str(out), "--json"], capture_output=True,
+                          text=True, check=True)
+    r = json.loads(done.stdout)
+    assert r["all_runs_computed_scenarios"] == 1 and len(r["runs"]) == 2
+    assert set(r["summary"]["catalog"]["authors"]) == set(METHODS)
+    text = subprocess.run([sys.executable, str(tool), str(out)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "| catalog | authors | **plan** |" in text
+    assert "All logged runs: 1 scenarios computed" in text
 
 
 def test_bad_input_names_the_option(ladder, tmp_path, capsys):

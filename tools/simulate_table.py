@@ -8,8 +8,8 @@ fits; floors met on val and test), beside the paper's "up to 4.7x".
     python tools/simulate_table.py sim1000          # markdown; --json for one object
 
 The rate is over the scenarios computed in the run that wrote the summary (a resumed run
-counts only what it computed); CPU, library versions and the ladder's hashes are printed with
-it.
+counts only what it computed), and over every run logged in the folder's `runs.jsonl`; CPU,
+library versions and the ladder's hashes are printed with it.
 """
 
 from __future__ import annotations
@@ -41,8 +41,29 @@ def report(folder: Path) -> dict:
         "wall_s": info["wall_s"],
         "seconds_per_scenario": info["wall_s"] / computed if computed else None,
         "plan_seconds_median": info["plan_seconds"]["median"],
+        "runs": info.get("runs", []),
+        "all_runs_wall_s": info.get("all_runs_wall_s"),
+        "all_runs_computed_scenarios": info.get("all_runs_computed_scenarios"),
         "counts": info["counts"], "summary": info["summary"],
     }
+
+
+def _runs(r: dict) -> list[str]:
+    """One line per logged run, then their sum."""
+    if not r["runs"]:
+        return []
+    out = ["| run started (UTC) | computed | reused | wall s | s per scenario | workers | "
+           "completed |", "|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        n = run["computed_scenarios"]
+        per = f"{run['wall_s'] / n:.2f}" if n else "-"
+        out.append(f"| {run.get('started_utc', '?')} | {n} | {run.get('reused_scenarios', '?')}"
+                   f" | {run['wall_s']:.1f} | {per} | {run.get('workers', '?')} | "
+                   f"{'yes' if run.get('completed') else 'no (interrupted)'} |")
+    n, wall = r["all_runs_computed_scenarios"], r["all_runs_wall_s"]
+    out += ["", f"All logged runs: {n} scenarios computed in {wall:.1f} s"
+            + (f" ({wall / n:.2f} s per scenario)." if n else "."), ""]
+    return out
 
 
 def markdown(r: dict) -> str:
@@ -55,6 +76,7 @@ def markdown(r: dict) -> str:
              f"{r['computed_scenarios']} scenarios computed in {r['wall_s']:.1f} s: {rate}; "
              f"one plan (search + contingency + baselines, one cost model) "
              f"{r['plan_seconds_median']:.2f} s median on one worker.", "",
+             *_runs(r),
              PAPER_CLAIM, "", table(r["summary"]), "",
              "| generator | scenarios | feasible | absolute floor infeasible, relative used | "
              "multi-camera fleets |", "|---|---|---|---|---|"]

@@ -51,6 +51,7 @@ def finish(run: Any, args: argparse.Namespace, generators: tuple[str, ...],
     from slimedge.provenance import cpu_name
     from slimedge.simulate.markdown import document
     from slimedge.simulate.results import counts, plan_seconds, read_rows, summarize
+    from slimedge.simulate.runner import read_runs
     from slimedge.simulate.state import ladder_digest
 
     out = Path(args.out)
@@ -68,6 +69,7 @@ def finish(run: Any, args: argparse.Namespace, generators: tuple[str, ...],
 
         plots = write_plots(rows, out)
     n = int(args.scenarios)
+    runs, bad_runs = read_runs(out)
     info = {
         "command": "slimedge " + " ".join(shlex.quote(a) for a in getattr(
             args, "argv", sys.argv[1:])),
@@ -78,6 +80,10 @@ def finish(run: Any, args: argparse.Namespace, generators: tuple[str, ...],
         "cpu": cpu_name(), "wall_s": run.wall_s,
         "computed_scenarios": sum(c.scenarios for c in run.computed),
         "reused_scenarios": sum(c.scenarios for c in run.reused),
+        # every run into this folder (a resumed sweep's cost is the sum of its runs)
+        "runs": runs, "unreadable_run_lines": bad_runs,
+        "all_runs_wall_s": sum(float(r["wall_s"]) for r in runs),
+        "all_runs_computed_scenarios": sum(int(r["computed_scenarios"]) for r in runs),
         "plan_seconds": plan_seconds(rows), "counts": counts(rows), "summary": summary,
         "plots": plots,
     }

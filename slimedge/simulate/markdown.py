@@ -44,6 +44,17 @@ def table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _runs_line(info: Mapping[str, Any]) -> list[str]:
+    """What every run into the folder cost (empty for a folder from before the run log)."""
+    runs = info.get("runs") or []
+    if not runs:
+        return []
+    n, wall = info["all_runs_computed_scenarios"], info["all_runs_wall_s"]
+    per = f"{wall / n:.2f} s per scenario" if n else "nothing computed"
+    return [f"All {len(runs)} logged runs into this folder (`runs.jsonl`): {n} scenarios "
+            f"computed in {wall:.1f} s of wall time ({per}).", ""]
+
+
 def document(info: Mapping[str, Any]) -> str:
     """simulate.md: the command, the run, the table, the counts and the figures."""
     c = info["counts"]
@@ -60,6 +71,7 @@ def document(info: Mapping[str, Any]) -> str:
         f"{info['reused_scenarios']} reused from earlier chunks, in {info['wall_s']:.1f} s "
         f"({rate:.3f} scenarios/s over the whole request); one plan (search, contingency and "
         f"baselines) took {info['plan_seconds']['median']:.2f} s median on one core.", "",
+        *_runs_line(info),
         "Ratios are median / p90 / max over the scenarios where they are defined (both "
         "configurations fit memory; the best uniform level also meets the floors). `fits`: "
         "share of all scenarios in which the method's configuration fits memory; `meets "

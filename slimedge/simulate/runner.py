@@ -6,6 +6,8 @@ chunk's task returns (a temporary file renamed over the name, so a file that exi
 complete). A rerun into the same folder skips every chunk whose file exists: after an
 interrupt nothing finished is recomputed. `sweep.json` holds what the chunks depend on (the
 ladder's digest, the seed, the chunk size); a folder holding another sweep is refused.
+`runs.jsonl` gets one line per run, interrupted ones included (what it computed, its wall
+time, workers, CPU), so a sweep finished over several runs still says what it cost.
 
 Workers: a `LocalCluster` with one single-threaded process per core (dashboard off) by
 default, or the scheduler at `scheduler`. Tasks carry the scenario range and the seed (so
@@ -28,6 +30,7 @@ from slimedge.simulate.state import ladder_digest
 
 CHUNK = 5  # scenarios per task and per Parquet file
 SWEEP_FILE = "sweep.json"
+RUNS_FILE = "runs.jsonl"
 CHUNKS_DIR = "chunks"
 SWEEP_VERSION = 2  # 2: plans enumerate boxes up to SWEEP_ENUMERATE_BUDGET; plan_proven
 CONNECT_TIMEOUT = "10s"  # to reach a --scheduler
@@ -106,6 +109,49 @@ def _check_folder(out: Path, settings: dict[str, Any]) -> None:
     write_json(path, settings)
 
 
+def log_run(out: Path, run: SweepRun, *, started: float, scheduler: str | None,
+            completed: bool) -> None:
+    """Append the run's line to `runs.jsonl` (appended and flushed: earlier lines are kept)."""
+    import datetime
+    import json
+
+    from slimedge.provenance import cpu_name
+
+    line = {"started_utc": datetime.datetime.fromtimestamp(started, datetime.UTC)
+            .isoformat(timespec="seconds"),
+            "wall_s": round(run.wall_s, 3),
+            "computed_scenarios": sum(c.scenarios for c in run.computed),
+            "reused_scenarios": sum(c.scenarios for c in run.reused),
+            "workers": run.workers, "scheduler": scheduler or "local", "cpu": cpu_name(),
+            "completed": completed}
+    with open(out / RUNS_FILE, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_runs(out: Path) -> tuple[list[dict[str, Any]], int]:
+    """The lines of `runs.jsonl` and how many could not be read (skipped, not fatal: the log
+    describes the sweep, the chunks are the results)."""
+    import json
+
+    path = out / RUNS_FILE
+    runs: list[dict[str, Any]] = []
+    bad = 0
+    if not path.is_file():
+        return runs, bad
+    for text in path.read_text().splitlines():
+        try:
+            line = json.loads(text)
+            float(line["wall_s"])
+            int(line["computed_scenarios"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad += 1
+            continue
+        runs.append(line)
+    return runs, bad
+
+
 def write_chunk(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows as one Parquet file, atomically (temporary sibling, then `os.replace`)."""
     import pyarrow as pa
@@ -174,7 +220,8 @@ def run_sweep(ladder: str | os.PathLike, n: int, *, out: str | os.PathLike,
     run = SweepRun(out, chunks)
     todo = [c for c in chunks if not (out / CHUNKS_DIR / c.name).is_file()]
     run.reused = [c for c in chunks if c not in todo]
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
+    completed = False
     from tqdm import tqdm
 
     bar = tqdm(total=sum(c.scenarios for c in chunks), initial=sum(c.scenarios
@@ -199,7 +246,9 @@ def run_sweep(ladder: str | os.PathLike, n: int, *, out: str | os.PathLike,
                     bar.update(c.scenarios)
                     if on_chunk is not None:
                         on_chunk(c)
+        completed = True
     finally:
         bar.close()
-    run.wall_s = time.perf_counter() - t0
+        run.wall_s = time.perf_counter() - t0
+        log_run(out, run, started=started, scheduler=scheduler, completed=completed)
     return run
