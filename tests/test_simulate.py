@@ -176,6 +176,25 @@ def test_cli_json_and_the_same_rows_from_one_and_two_workers(ladder, tmp_path, c
     assert run2.workers == 2
     _same(_rows_without_timing(sorted((out1 / CHUNKS_DIR).glob("*.parquet"))),
           _rows_without_timing(run2.paths()))
+    # the tool that checks it on any two sweep folders agrees, and finds a changed value
+    tool = Path(__file__).resolve().parents[1] / "tools" / "compare_sweeps.py"
+
+    def compare(a: Path, b: Path) -> tuple[int, dict]:
+        done = subprocess.run([sys.executable, str(tool), str(a), str(b), "--json"],
+                              capture_output=True, text=True)
+        return done.returncode, json.loads(done.stdout)
+
+    rc, r = compare(out1, tmp_path / "two")
+    assert rc == 0 and r["shared_scenarios"] == 4 and r["differing_rows"] == 0
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = run2.paths()[0]
+    table = pq.read_table(path).to_pylist()
+    table[0]["latency_ms"] += 1.0
+    pq.write_table(pa.Table.from_pylist(table), path)
+    rc, r = compare(out1, tmp_path / "two")
+    assert rc == 1 and r["differing_rows"] == 1 and r["differ"][0]["columns"] == ["latency_ms"]
 
 
 def test_resume_after_an_interrupt_recomputes_nothing_finished(ladder, tmp_path):
