@@ -22,7 +22,7 @@ from pathlib import Path
 from slimedge.ladder.store import read_manifest
 from slimedge.provenance import versions
 from slimedge.simulate.commands import SUMMARY_FILE
-from slimedge.simulate.markdown import PAPER_CLAIM, table
+from slimedge.simulate.markdown import PAPER_CLAIM, floors_table, table
 
 
 def report(folder: Path) -> dict:
@@ -77,7 +77,7 @@ def markdown(r: dict) -> str:
              f"one plan (search + contingency + baselines, one cost model) "
              f"{r['plan_seconds_median']:.2f} s median on one worker.", "",
              *_runs(r),
-             PAPER_CLAIM, "", table(r["summary"]), "",
+             PAPER_CLAIM, "", table(r["summary"]), "", floors_table(r["summary"]), "",
              "| generator | scenarios | feasible | absolute floor infeasible, relative used | "
              "multi-camera fleets |", "|---|---|---|---|---|"]
     for gen, c in r["counts"].items():

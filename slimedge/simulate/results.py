@@ -9,7 +9,9 @@ Summary, per generator, cost model and method (`summary[generator][cost_model][m
   plan: a configuration meeting every floor was found);
 - `satisfied_val`, `satisfied_test`: share of the feasible scenarios (the planner found a
   configuration meeting every floor) in which the method's configuration fits memory and
-  meets every floor (nominal, worst-k, latency cap) on val, on test.
+  meets every floor (nominal, worst-k, latency cap) on val, on test;
+- `met_nominal_<split>`, `met_worst_k_<split>`: the same shares for each floor alone, and
+  `expected_accuracy_<split>`: the median failure-weighted accuracy (`_floors_apart`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,27 @@ def _share(flags: np.ndarray) -> float | None:
     return float(flags.mean()) if len(flags) else None
 
 
+def _floors_apart(g: Rows, feasible: np.ndarray) -> dict[str, float | None]:
+    """The two floors apart, over the feasible scenarios: fits memory and meets the nominal
+    floor (`met_nominal_<split>`) / the worst-k floor (`met_worst_k_<split>`; no k floor
+    counts as met); and the failure-weighted expected accuracy's median on each split. The
+    sweep's scenarios set no latency cap, so `satisfied_<split>` is both floors together."""
+    fits = g["fits"].astype(bool)
+    k_floor = g["min_accuracy_k"].astype(float)
+    out: dict[str, float | None] = {}
+    for split in ("val", "test"):
+        acc = g[f"accuracy_{split}"].astype(float)
+        worst = g[f"worst_k_{split}"].astype(float)
+        nominal = fits & (acc >= g["min_accuracy"].astype(float))
+        worst_k = fits & (np.isnan(k_floor) | (worst >= k_floor))
+        out[f"met_nominal_{split}"] = _share(nominal[feasible])
+        out[f"met_worst_k_{split}"] = _share(worst_k[feasible])
+        exp = g[f"expected_{split}"].astype(float)
+        exp = exp[np.isfinite(exp)]
+        out[f"expected_accuracy_{split}"] = float(np.median(exp)) if len(exp) else None
+    return out
+
+
 def summarize(rows: Rows) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
     """summary[generator][cost_model][method] (module docstring)."""
     out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
@@ -102,6 +125,7 @@ def summarize(rows: Rows) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
                 entry["feasible"] = _share(g["fits"].astype(bool))
                 entry["satisfied_val"] = _share(g["satisfied_val"].astype(bool)[feasible])
                 entry["satisfied_test"] = _share(g["satisfied_test"].astype(bool)[feasible])
+                entry.update(_floors_apart(g, feasible))
                 out.setdefault(str(gen), {}).setdefault(str(cm), {})[str(method)] = entry
     return out
 
