@@ -243,3 +243,41 @@ def test_catalog_copied_without_kernels_uses_the_repositorys(tmp_path, monkeypat
     monkeypatch.setenv("SLIMEDGE_FIRMWARE_CONFIGS", str(tmp_path))
     assert kernels_dir() == ROOT / "firmware_configs" / "kernels"
     assert load_catalog()["nrf52840"].kernels.key == "cortex-m4-cmsis-nn"
+
+
+@pytest.mark.parametrize("cost_model", ["per-layer", "authors"])
+def test_the_plan_names_the_files_its_latencies_came_from(cost_model):
+    """plan.json's `cost_inputs`: every board file (devices and aggregator) and, under the
+    per-layer model, every kernel profile they name, each with its sha256."""
+    from slimedge.artifacts import sha256_file
+    from slimedge.plan.context import Constraints, PlanContext
+    from slimedge.plan.planner import make_plan
+    from slimedge.plan.search import SearchSettings
+    from slimedge.plan.synthetic import SyntheticSpec, make_fleet, synthetic_evaluators
+
+    boards = ("esp32s3", "nrf52840", "rpi4b", "rpi5")
+    fleet = make_fleet([CATALOG[b] for b in boards],
+                       [CATALOG[b].failure.probability for b in boards],
+                       aggregator=CATALOG["jetson_orin_nano"])
+    spec = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=60, n_test=60, n_train=300,
+                         views=4, dim=8, classes=3, hidden=8, difficulty=0.5)
+    evs = synthetic_evaluators(spec)
+    ctx = PlanContext.build(evs["val"], fleet, demo_levels((0, 3, 6, 9)),
+                            Constraints(min_accuracy=0.3),
+                            ladder={"path": "synthetic", "model_hash": "synthetic",
+                                    "dataset_hash": "synthetic"}, cost_model=cost_model)
+    plan = make_plan(ctx, SearchSettings(pop=8, generations=2, seed=0), plot=False,
+                     baselines=False, fit_contingency=False).plan
+    inputs = plan["cost_inputs"]
+    assert set(inputs["boards"]) == {*boards, "jetson_orin_nano"}
+    for b, e in inputs["boards"].items():
+        assert e["sha256"] == sha256_file(CATALOG[b].path)
+        assert e["kernels"] == (CATALOG[b].kernels.key if CATALOG[b].kernels else None)
+    named = {e["kernels"] for e in inputs["boards"].values()} - {None}
+    if cost_model == "per-layer":
+        assert set(inputs["kernel_profiles"]) == named and named
+        for key, e in inputs["kernel_profiles"].items():
+            assert e["sha256"] == sha256_file(kernels_dir() / Path(e["path"]).name)
+            assert load_profile(e["path"]).key == key
+    else:
+        assert inputs["kernel_profiles"] == {}  # the authors' formula reads no profile

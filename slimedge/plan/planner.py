@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,31 @@ def _fleet_info(ctx: PlanContext) -> dict[str, Any]:
     }
 
 
+def _cost_inputs(ctx: PlanContext) -> dict[str, Any]:
+    """The files the plan's latencies came from, with their hashes: each board file and, under
+    the per-layer model, each kernel profile a board names. Two plans with the same inputs
+    hashed here and the same ladder have the same cost table."""
+    from slimedge.artifacts import sha256_file
+    from slimedge.devices.kernel_profiles import load_profiles
+
+    def entry(path: Path | None) -> dict[str, Any]:
+        return {"path": str(path) if path else None,
+                "sha256": sha256_file(path) if path and path.is_file() else None}
+
+    boards: dict[str, dict[str, Any]] = {}
+    kernels: dict[str, dict[str, Any]] = {}
+    profiles = load_profiles() if ctx.cost.cost_model == "per-layer" else {}
+    agg = ctx.fleet.aggregator.board  # None for a host outside the catalog
+    for b in [d.board for d in ctx.fleet.devices] + ([agg] if agg is not None else []):
+        if b.id not in boards:
+            boards[b.id] = {**entry(b.path),
+                            "kernels": b.kernels.key if b.kernels is not None else None}
+        ref = b.kernels
+        if ref is not None and ref.key in profiles and ref.key not in kernels:
+            kernels[ref.key] = entry(profiles[ref.key].path)
+    return {"boards": boards, "kernel_profiles": kernels}
+
+
 def _pareto_rows(result: SearchResult, best_levels: tuple[int, ...]) -> list[dict[str, Any]]:
     return [{"rank": i, "levels": list(r.levels), "latency_ms": r.latency_ms,
              "expected_accuracy": r.expected, "accuracy": r.accuracy,
@@ -153,6 +179,7 @@ def make_plan(ctx: PlanContext, settings: SearchSettings | None = None, *,
         "search": {**settings.to_dict(), **result.stats(),
                    "selection_rule": SELECTION_RULES[settings.prefer], "placement": PLACEMENT},
         "cost_model": ctx.cost.cost_model,
+        "cost_inputs": _cost_inputs(ctx),
         "link_latency": ctx.cost.link_latency,
         "frame_period_ms": ctx.frame_period_ms,
         "down": list(ctx.down),
