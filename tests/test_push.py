@@ -241,3 +241,22 @@ def test_going_back_needs_a_rollback_order(world, tmp_path, mqtt_broker):
         dev.close()
     old = DeploymentManifest.from_json((world["old"] / "manifest.json").read_bytes())
     assert dev.serving() == (old.device(PI_DEVICE).sha256, order["sequence"])
+
+
+def test_a_device_that_applied_after_the_switch_frame_is_reported_late():
+    from slimedge.fleet.push import APPLIED, UNCHANGED, Outcome, format_table, mark_late
+
+    outcomes = {"cam01": Outcome(APPLIED, first_frame=400, seconds=1.0),
+                "cam02": Outcome(APPLIED, first_frame=407, seconds=2.5),
+                "cam03": Outcome(UNCHANGED, message="runs this model already: nothing sent"),
+                "cam04": Outcome(APPLIED, seconds=0.4)}  # an ack without a frame: not judged
+    assert mark_late(outcomes, None) == []  # no switch, no frame to be late for
+    assert mark_late(outcomes, 400) == ["cam02"]
+    d = {n: o.to_dict() for n, o in outcomes.items()}
+    assert d["cam02"]["status"] == APPLIED and d["cam02"]["late_frames"] == 7
+    assert d["cam01"]["late_frames"] is None and d["cam01"]["first_frame"] == 400
+    table = format_table({"deployment_id": "dep", "fleet": "f", "sequence": 3, "devices": d,
+                          "aggregator": None})
+    line = next(t for t in table.splitlines() if t.startswith("cam02"))
+    assert "7 frame(s) after the switch at frame 400" in line
+    assert "nothing sent" not in table  # the usual messages of applied/unchanged stay quiet

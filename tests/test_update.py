@@ -350,6 +350,11 @@ def test_wire_messages_round_trip_and_refuse_damage(world):
         wire.decode(b"SEUP")
     ack = wire.Ack(PI_DEVICE, 5, wire.REFUSED, upd.REPLAY, "old", seconds=0.5)
     assert wire.Ack.from_bytes(ack.to_bytes()) == ack
+    applied = wire.Ack(PI_DEVICE, 5, wire.APPLIED, first_frame=412)
+    assert wire.Ack.from_bytes(applied.to_bytes()).first_frame == 412
+    with pytest.raises(wire.UpdateMessageError, match="bad field"):
+        wire.Ack.from_bytes(b'{"device": "x", "sequence": 1, "status": "applied", '
+                            b'"first_frame": "soon"}')
     with pytest.raises(wire.UpdateMessageError, match="status"):
         wire.Ack.from_bytes(b'{"device": "x", "sequence": 1, "status": "maybe"}')
 

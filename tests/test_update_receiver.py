@@ -187,8 +187,9 @@ def test_a_model_the_device_cannot_serve_is_refused_and_the_old_one_kept(world, 
     assert UpdateSlots(slots.root, slots.trust).recover().sequence == 0
 
 
+@pytest.mark.parametrize("late", [False, True])
 def test_an_update_for_frame_f_is_prepared_then_served_from_frame_f(world, tmp_path,  # noqa: F811
-                                                                    mqtt_broker):
+                                                                    mqtt_broker, late):
     import functools
 
     from slimedge.runtime import topics
@@ -202,20 +203,29 @@ def test_an_update_for_frame_f_is_prepared_then_served_from_frame_f(world, tmp_p
     client = MqttClient(mqtt_broker.url, name="dev").start()
     link = UpdateLink(client, "t", rx, functools.partial(prepare_model, dev)).start()
     host = MqttClient(mqtt_broker.url, name="host").start()
+    acks = MqttClient(mqtt_broker.url, name="acks",
+                      subscriptions=[(topics.ack("t", PI_DEVICE), 1)]).start()
     up = update_for(world, PI_DEVICE, 5, commit_at_frame=400)
     assert upd.UpdateManifest.from_bytes(up.manifest_bytes).commit_at_frame == 400
     for c in up.chunks(4096):
         host.publish(topics.update("t", PI_DEVICE), wire.encode_chunk(c), qos=1)
     host.publish(topics.update("t", PI_DEVICE), wire.encode_offer(up.offer(4096)), qos=1)
     deadline = time.monotonic() + 60
-    frame, swapped_at = 0, None
+    # `late`: the update is ready only once the frame loop is past its frame (a slow
+    # transfer): served from the next frame, and the ack says which
+    start, hold = (500, 500) if late else (0, 300)
+    frame, swapped_at = start, None
     while swapped_at is None and frame < 1000:
+        while frame == hold and link.prepared is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the frame loop goes on; here it waits for the download
         if link.swap_if_ready(frame) is not None:
             swapped_at = frame
-        while frame == 300 and link.prepared is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # the frame loop goes on; here it waits for the download
         frame += 1
-    link.stop()
-    client.stop()
-    host.stop()
-    assert swapped_at == 400 and dev.model_hash == up.manifest.model_sha256
+    applied = None
+    while applied is None and (m := acks.get(timeout=5.0)) is not None:
+        ack = wire.Ack.from_bytes(m.payload)
+        applied = ack if ack.status == wire.APPLIED else None
+    for c in (link, client, host, acks):
+        c.stop()
+    assert swapped_at == (500 if late else 400) and dev.model_hash == up.manifest.model_sha256
+    assert applied is not None and applied.first_frame == swapped_at

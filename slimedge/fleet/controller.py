@@ -262,10 +262,13 @@ class Controller:
         row["at_frame"] = pushed.get("at_frame")
         row["pushed_devices"] = pushed.get("pushed", [])
         row["unchanged_devices"] = pushed.get("unchanged", [])
+        row["late_devices"] = pushed.get("late", [])
         if pushed.get("aggregator") is not None:
+            late = (f"; applied after frame {row['at_frame']} (views missing until then): "
+                    f"{', '.join(row['late_devices'])}" if row["late_devices"] else "")
             self.say(f"pushed {', '.join(row['pushed_devices']) or 'no device'} and the "
                      f"aggregator at frame {row['at_frame']}; unchanged (nothing sent): "
-                     f"{', '.join(row['unchanged_devices']) or 'none'}")
+                     f"{', '.join(row['unchanged_devices']) or 'none'}{late}")
         phases["acked_ns"] = pushed.get("acked_ns") if pushed["ok"] else None
         if pushed["ok"]:
             self.current = Current(deploy, r.plan_path, want, n)

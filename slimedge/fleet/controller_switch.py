@@ -30,11 +30,12 @@ def push_switch(deploy: Path, url: str, down: list[str], *, at_frame: int | None
                 ) -> dict[str, Any]:
     """Push `deploy` to the aggregator and every device but the `down` ones, switching at one
     frame: the push's choice (`lead_s` of frames after the aggregator's last answered one).
-    Returns {"ok", "at_frame", "devices", "pushed", "unchanged", "aggregator", "sequence",
-    "acked_ns", "message"}."""
+    Returns {"ok", "at_frame", "devices", "pushed", "unchanged", "late", "aggregator",
+    "sequence", "acked_ns", "message"} (`late`: devices that applied after the switch frame,
+    `push.mark_late`)."""
     t0_ns = time.time_ns()
     out: dict[str, Any] = {"ok": True, "at_frame": at_frame, "devices": {}, "pushed": [],
-                           "unchanged": [], "aggregator": None, "sequence": None,
+                           "unchanged": [], "late": [], "aggregator": None, "sequence": None,
                            "acked_ns": None, "message": None}
     try:
         s = run_push(deploy, url, key=key, fleet=fleet, timeout=timeout, listen=2.0,
@@ -47,7 +48,8 @@ def push_switch(deploy: Path, url: str, down: list[str], *, at_frame: int | None
     out.update({"devices": devices, "aggregator": s.get("aggregator"),
                 "sequence": s.get("sequence"), "at_frame": s.get("at_frame", at_frame),
                 "pushed": sorted(d for d, o in devices.items() if o["status"] != UNCHANGED),
-                "unchanged": sorted(d for d, o in devices.items() if o["status"] == UNCHANGED)})
+                "unchanged": sorted(d for d, o in devices.items() if o["status"] == UNCHANGED),
+                "late": list(s.get("late_devices") or [])})
     bad = [f"{d} ({o['status']}: {o.get('reason') or o.get('message') or ''})"
            for d, o in devices.items() if o["status"] not in OK_STATUSES]
     agg = out["aggregator"]

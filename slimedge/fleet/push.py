@@ -12,8 +12,9 @@ deployment to the running devices as signed per-device updates over MQTT.
    (byte ranges: resent, so an interrupted transfer resumes). No answer within the timeout
    is `timed out`.
 
-The summary has `devices` -> {`status`, `reason`, `seconds`}; the command exits non-zero
-when any device did not apply its update.
+The summary has `devices` -> {`status`, `reason`, `seconds`, `first_frame`, `late_frames`};
+the command exits non-zero when any device did not apply its update. `late_devices` lists those
+that applied after the switch frame (`mark_late`).
 
 Fleet-wide switch: when the fleet's aggregator takes part (`--aggregator yes`, or `auto` and its
 retained state heard on slimedge/<fleet>/aggregator/state), every device switches at one frame
@@ -101,12 +102,33 @@ class Outcome:
     device_seconds: float | None = None
     resent_chunks: int = 0
     bytes: int | None = None  # the payload sent (model, and an MCU's firmware bundle)
+    first_frame: int | None = None  # the first frame the device served with the update
+    late_frames: int | None = None  # frames past the switch frame F before it did (`_late`)
     started: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "reason": self.reason, "message": self.message,
                 "seconds": self.seconds, "device_seconds": self.device_seconds,
-                "resent_chunks": self.resent_chunks, "bytes": self.bytes}
+                "resent_chunks": self.resent_chunks, "bytes": self.bytes,
+                "first_frame": self.first_frame, "late_frames": self.late_frames}
+
+
+def mark_late(outcomes: dict[str, Outcome], at_frame: int | None) -> list[str]:
+    """Devices that applied their update after the switch frame F: the aggregator pools a
+    frame >= F only from the new deployment, so such a device's views were missing from
+    frames F .. first_frame - 1 (its messages there are refused as `wrong_deployment`). They
+    stay `applied` (they serve the new model now); `late_frames` and the message say so."""
+    late = []
+    if at_frame is None:
+        return late
+    for name, o in outcomes.items():
+        if o.status == APPLIED and o.first_frame is not None and o.first_frame > at_frame:
+            o.late_frames = o.first_frame - at_frame
+            o.message = (f"applied at frame {o.first_frame}, {o.late_frames} frame(s) after "
+                         f"the switch at frame {at_frame}: its views were missing from those "
+                         "frames")
+            late.append(name)
+    return late
 
 
 def add_push_options(p: argparse.ArgumentParser) -> None:
@@ -272,11 +294,13 @@ def run_push(deploy: Path, broker: str, *, devices: list[str] | None = None,
                 part.wait_applied(client, deadline)
         finally:
             client.stop()
+    late = mark_late(outcomes, at_frame if part is not None else None)
     return {
         "deployment_id": manifest.deployment_id, "fleet": fleet, "sequence": sequence,
         "broker": broker, "chunk_bytes": chunk_bytes, "emulate_link": emulate_link,
         "at_frame": at_frame,
         "devices": {n: outcomes[n].to_dict() for n in names},
+        "late_devices": late,
         "aggregator": None if part is None else part.to_dict(),
     }
 
@@ -554,6 +578,7 @@ def _deliver(client: Any, fleet: str, updates: list[DeviceUpdate], chunk_bytes: 
             out.status, out.reason, out.message = ack.status, ack.reason, ack.message
             out.seconds = round(time.monotonic() - out.started, 4)
             out.device_seconds = ack.seconds
+            out.first_frame = ack.first_frame
             waiting.discard(ack.device)
     for device in waiting:
         outcomes[device].message = f"no acknowledgment within {timeout:g} s"
@@ -581,7 +606,7 @@ def format_table(summary: dict[str, Any]) -> str:
     for device, o in summary["devices"].items():
         secs = "" if o["seconds"] is None else f"{o['seconds']:.2f}"
         why = o["reason"] or ""
-        if o["message"] and o["status"] not in (APPLIED, UNCHANGED):
+        if o["message"] and (o["status"] not in (APPLIED, UNCHANGED) or o.get("late_frames")):
             why = f"{why}: {o['message']}" if why else o["message"]
         rows.append((device, o["status"], secs, why))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -603,4 +628,4 @@ def format_table(summary: dict[str, Any]) -> str:
 
 __all__ = ["APPLIED", "NOT_SENT", "PREPARED", "REFUSED", "TIMED_OUT", "UNCHANGED", "PushError",
            "add_push_options",
-           "format_table", "push", "run_push"]
+           "format_table", "mark_late", "push", "run_push"]

@@ -144,13 +144,16 @@ class Ack:
     seconds: float | None = None  # offer received -> committed, measured on the device
     running_sequence: int | None = None
     model_hash: str | None = None  # sha256 of the model the device serves after this ack
+    # applied between two frames of the frame loop: the first frame served with it (later
+    # than the update's commit_at_frame when the update arrived after that frame had passed)
+    first_frame: int | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps({
             "device": self.device, "sequence": self.sequence, "status": self.status,
             "reason": self.reason, "message": self.message, "missing": self.missing,
             "seconds": self.seconds, "running_sequence": self.running_sequence,
-            "model_hash": self.model_hash,
+            "model_hash": self.model_hash, "first_frame": self.first_frame,
         }).encode()
 
     @classmethod
@@ -167,7 +170,9 @@ class Ack:
                       message=str(raw.get("message", "")),
                       missing=[[int(a), int(b)] for a, b in raw.get("missing") or []],
                       seconds=raw.get("seconds"), running_sequence=raw.get("running_sequence"),
-                      model_hash=raw.get("model_hash"))
+                      model_hash=raw.get("model_hash"),
+                      first_frame=(None if raw.get("first_frame") is None
+                                   else int(raw["first_frame"])))
         except (KeyError, TypeError, ValueError) as exc:
             raise UpdateMessageError(f"update ack: bad field: {exc!r}") from None
         if ack.status not in (APPLIED, REFUSED, MISSING):

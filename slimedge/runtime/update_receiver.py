@@ -19,6 +19,7 @@ message that cannot be decoded is counted and dropped, never raised.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -253,6 +254,8 @@ class UpdateLink:
                 return None  # not prepared yet, or a newer update replaced it meanwhile
             self._prepared = None
             ack, path = self.receiver.commit(lambda _path, _info: prepared[1]())
+        if ack.status == APPLIED and frame is not None:
+            ack = dataclasses.replace(ack, first_frame=int(frame))
         self._publish(ack)
         return None if path is None else (path, self.receiver.slots.current()[1])
 
