@@ -204,6 +204,12 @@ def test_cli_json_and_the_same_rows_from_one_and_two_workers(ladder, tmp_path, c
                  "accuracy_latency.png"):
         assert (out1 / name).is_file()
     assert "| catalog | per-layer | **plan** |" in (out1 / "simulate.md").read_text()
+    counted = json.loads((out1 / "summary.json").read_text())["counts"]
+    recs = read_rows(sorted((out1 / CHUNKS_DIR).glob("*.parquet"))).records()
+    for gen in ("catalog", "published"):
+        plans = [r for r in recs if r["generator"] == gen and r["method"] == "plan"]
+        assert counted[gen]["plans"] == sum(bool(r["scenario_feasible"]) for r in plans)
+        assert counted[gen]["plans_proven"] == sum(r["plan_proven"] == 1 for r in plans)
     run2 = run_sweep(ladder, 2, out=tmp_path / "two", workers=2, progress=False)
     assert run2.workers == 2
     _same(_rows_without_timing(sorted((out1 / CHUNKS_DIR).glob("*.parquet"))),

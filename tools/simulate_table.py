@@ -22,7 +22,7 @@ from pathlib import Path
 from slimedge.ladder.store import read_manifest
 from slimedge.provenance import versions
 from slimedge.simulate.commands import SUMMARY_FILE
-from slimedge.simulate.markdown import PAPER_CLAIM, floors_table, table
+from slimedge.simulate.markdown import PAPER_CLAIM, counts_table, floors_table, table
 
 
 def report(folder: Path) -> dict:
@@ -78,12 +78,7 @@ def markdown(r: dict) -> str:
              f"{r['plan_seconds_median']:.2f} s median on one worker.", "",
              *_runs(r),
              PAPER_CLAIM, "", table(r["summary"]), "", floors_table(r["summary"]), "",
-             "| generator | scenarios | feasible | absolute floor infeasible, relative used | "
-             "multi-camera fleets |", "|---|---|---|---|---|"]
-    for gen, c in r["counts"].items():
-        lines.append(f"| {gen} | {c['scenarios']} | {c['feasible']} | "
-                     f"{c['relative_fallback'] if gen == 'published' else 'n/a'} | "
-                     f"{c['multi_camera']} |")
+             counts_table(r["counts"])]
     return "\n".join(lines)
 
 

@@ -64,6 +64,24 @@ def floors_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def counts_table(counts: Mapping[str, Any]) -> str:
+    """Per generator: scenarios, feasible, relative floors used, multi-camera fleets, plans
+    proven optimal (`results.counts`)."""
+    lines = ["| generator | scenarios | feasible | absolute floor infeasible: relative used | "
+             "multi-camera fleets | plans proven optimal |", "|---|---|---|---|---|---|"]
+    for gen, n in counts.items():
+        lines.append(f"| {gen} | {n['scenarios']} | {n['feasible']} | "
+                     f"{n['relative_fallback'] if gen == 'published' else 'n/a (relative)'} | "
+                     f"{n['multi_camera']} | {_proven(n)} |")
+    return "\n".join(lines)
+
+
+def _proven(c: Mapping[str, Any]) -> str:
+    """Plans whose answer the search proved optimal, of the plans made (scenarios x cost
+    models); "-" for a summary from before it was counted."""
+    return f"{c['plans_proven']} of {c['plans']}" if "plans" in c else "-"
+
+
 def _runs_line(info: Mapping[str, Any]) -> list[str]:
     """What every run into the folder cost (empty for a folder from before the run log)."""
     runs = info.get("runs") or []
@@ -98,12 +116,7 @@ def document(info: Mapping[str, Any]) -> str:
         "floors`: share of the feasible scenarios (the planner found a configuration meeting "
         "every floor) in which it fits and meets the nominal and worst-k floors on that split.",
         "", PAPER_CLAIM, "", table(info["summary"]), "", floors_table(info["summary"]), "",
-        "| generator | scenarios | feasible | absolute floor infeasible: relative used | "
-        "multi-camera fleets |", "|---|---|---|---|---|"]
-    for gen, n in c.items():
-        lines.append(f"| {gen} | {n['scenarios']} | {n['feasible']} | "
-                     f"{n['relative_fallback'] if gen == 'published' else 'n/a (relative)'} | "
-                     f"{n['multi_camera']} |")
+        counts_table(c)]
     lines += ["", "Figures:", ""]
     for name, file in info["plots"].items():
         lines.append(f"![{name}]({file})")

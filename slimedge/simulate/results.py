@@ -132,7 +132,9 @@ def summarize(rows: Rows) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
 
 def counts(rows: Rows) -> dict[str, dict[str, int]]:
     """Per generator: scenarios, feasible ones (the least over cost models), scenarios whose
-    floor is the relative equivalent of an infeasible absolute one, multi-camera fleets."""
+    floor is the relative equivalent of an infeasible absolute one, multi-camera fleets, and
+    plans (scenarios x cost models) whose answer the search proved optimal (`plan_proven`)
+    out of the plans made."""
     out: dict[str, dict[str, int]] = {}
     for gen in rows.values("generator"):
         plans = rows.where((rows["generator"] == gen) & (rows["method"] == "plan"))
@@ -144,6 +146,9 @@ def counts(rows: Rows) -> dict[str, dict[str, int]]:
                                 .astype(bool).sum() for cm in cms)),
             "relative_fallback": int((first["floor_kind"] == RELATIVE_FALLBACK).sum()),
             "multi_camera": int(first["multi_camera"].astype(bool).sum()),
+            "plans": int(plans["scenario_feasible"].astype(bool).sum()),
+            "plans_proven": int((plans["plan_proven"].astype(float) == 1).sum()
+                                if "plan_proven" in plans.columns else 0),
         }
     return out
 
