@@ -124,6 +124,45 @@ def test_shared_memo_changes_no_plan(ladder):
     assert (fresh.calls, fresh.hits) == (shared.calls, shared.hits)
 
 
+def test_a_store_cleared_in_the_middle_of_a_plan_changes_nothing(ladder):
+    """A store that reaches its cap is cleared, possibly between a value's lookup and its use
+    (a 1,000-scenario sweep stopped on that KeyError): with a tiny cap it is cleared over and
+    over within one plan, which still equals the plan of a fresh memo, counters included."""
+    state = ladder_state(ladder)
+    s = make_scenario(state, "catalog", 1, 0)
+    ctx = PlanContext.from_ladder(ladder, s.fleet, s.constraints)
+    tiny = AccuracyStore(cap=40)
+    warm = ScenarioCache(ctx.evaluator, ctx.base_weights, tiny)
+    warm.get(np.zeros(state.views, np.int64), [0, 1, 2])  # values the plan will be served
+    fresh = AccuracyCache(ctx.evaluator, ctx.base_weights)
+    shared = ScenarioCache(ctx.evaluator, ctx.base_weights, tiny)
+    outs = [make_plan(ctx, SearchSettings(seed=1), importance=state.importance, plot=False,
+                      cache=c) for c in (fresh, shared)]
+    assert tiny.computed > tiny.cap  # it was cleared (more values than it can hold)
+    assert outs[0].plan["views"] == outs[1].plan["views"]
+    assert outs[0].plan["predicted"] == outs[1].plan["predicted"]
+    assert (fresh.calls, fresh.hits) == (shared.calls, shared.hits)
+
+
+def test_a_failing_chunk_is_named_and_finished_ones_kept(ladder, tmp_path):
+    import shutil
+
+    broken = tmp_path / "ladder"
+    shutil.copytree(ladder, broken)
+    out = tmp_path / "sweep"
+    run_sweep(broken, 1, out=out, generators=("catalog",), cost_models=("authors",),
+              workers=1, progress=False, chunk=1)
+    kept = sorted((out / CHUNKS_DIR).glob("*.parquet"))
+    (broken / "classifier.npz").write_bytes(b"not a classifier")  # the manifest is unchanged
+    with pytest.raises(SimulateError, match=r"catalog scenarios 1-1 \(seed 0, cost models "
+                                            r"authors\):.*classifier"):
+        run_sweep(broken, 2, out=out, generators=("catalog",), cost_models=("authors",),
+                  workers=1, progress=False, chunk=1)
+    assert sorted((out / CHUNKS_DIR).glob("*.parquet")) == kept
+    runs, _ = read_runs(out)
+    assert [(r["computed_scenarios"], r["completed"]) for r in runs] == [(1, True), (0, False)]
+
+
 def test_rows_have_every_method_and_ratios_as_defined(ladder):
     rows = run_chunk(str(ladder), "catalog", 0, 2, 0, ("per-layer", "authors"))
     assert len(rows) == 2 * 2 * len(METHODS)

@@ -199,6 +199,11 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         cluster.close()
 
 
+def _where(c: Chunk, seed: int) -> str:
+    return (f"{c.generator} scenarios {c.start}-{c.stop - 1} (seed {int(seed)}, cost models "
+            f"{', '.join(c.cost_models)})")
+
+
 def run_sweep(ladder: str | os.PathLike, n: int, *, out: str | os.PathLike,
               generators: Sequence[str] = GENERATORS, cost_models: Sequence[str] = COST_MODELS,
               scheduler: str | None = None, workers: int | None = None, seed: int = 0,
@@ -239,7 +244,14 @@ def run_sweep(ladder: str | os.PathLike, n: int, *, out: str | os.PathLike,
                            for c in todo}
                 for fut in as_completed(list(futures)):
                     c = futures.pop(fut)
-                    rows = fut.result()
+                    try:
+                        rows = fut.result()
+                    except SimulateError as exc:
+                        raise SimulateError(f"{_where(c, seed)}: {exc}") from None
+                    except Exception as exc:  # a bug in a task: name the chunk, keep the rest
+                        raise SimulateError(f"{_where(c, seed)}: {type(exc).__name__}: {exc} "
+                                            "(finished chunks are kept: rerun the same command "
+                                            "to resume)") from exc
                     del fut  # the rows leave the worker's memory once written
                     write_chunk(out / CHUNKS_DIR / c.name, rows)
                     run.computed.append(c)

@@ -47,7 +47,8 @@ class ScenarioCache(AccuracyCache):
     def __init__(self, ev: Evaluator, weights: np.ndarray | None, store: AccuracyStore) -> None:
         super().__init__(ev, weights)
         self.store = store
-        self.seen: set[bytes] = set()  # keys this scenario has asked for
+        # `memo` (the base class's) holds every value this scenario was given: the store may
+        # be cleared (`room`) at any call, so what the scenario has seen is read from there
         variants = getattr(ev, "variants", None)
         # the features a view's level stands for differ by variant (TFLite Micro, float)
         codes = sorted(set(variants)) if variants else []
@@ -59,7 +60,7 @@ class ScenarioCache(AccuracyCache):
 
     def get_many(self, requests: Sequence[tuple[np.ndarray, Sequence[int]]]) -> list[np.ndarray]:
         keys = [[self.key(lv, int(m)) for m in masks] for lv, masks in requests]
-        values = self.store.values
+        values, mine = self.store.values, self.memo
         new: set[bytes] = set()
         jobs: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]] = []
         job_keys: list[list[bytes]] = []
@@ -67,10 +68,12 @@ class ScenarioCache(AccuracyCache):
         for (lv, masks), ks in zip(requests, keys, strict=True):
             need = []
             for m, k in zip(masks, ks, strict=True):
-                if k in self.seen or k in new:
+                if k in mine or k in new:
                     continue
                 new.add(k)
-                if k in values:
+                held = values.get(k)
+                if held is not None:
+                    mine[k] = held
                     self.store.served += 1
                 else:
                     need.append((int(m), k))
@@ -83,11 +86,10 @@ class ScenarioCache(AccuracyCache):
             self.store.room(sum(len(ks) for ks in job_keys))
             for ks, res in zip(job_keys, results, strict=True):
                 for k, a in zip(ks, np.asarray(res, float), strict=True):
-                    values[k] = float(a)
+                    values[k] = mine[k] = float(a)
                 self.store.computed += len(ks)
             self.gathers += len(jobs)
-        out = [np.array([values[k] for k in ks]) for ks in keys]
-        self.seen |= new
+        out = [np.array([mine[k] for k in ks]) for ks in keys]
         self.calls += len(new)
         self.hits += sum(len(ks) for ks in keys) - len(new)
         return out
