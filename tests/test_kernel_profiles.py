@@ -49,6 +49,19 @@ def demo_levels(indices: tuple[int, ...] | None = None, *, host_noise: float = 0
     return out
 
 
+FOUR_BOARDS = ("esp32s3", "nrf52840", "rpi4b", "rpi5")  # two MCUs, two Linux boards
+
+
+def four_board_fleet():
+    """One device per board of FOUR_BOARDS (their own failure probabilities), a Jetson
+    aggregator."""
+    from slimedge.plan.synthetic import make_fleet
+
+    return make_fleet([CATALOG[b] for b in FOUR_BOARDS],
+                      [CATALOG[b].failure.probability for b in FOUR_BOARDS],
+                      aggregator=CATALOG["jetson_orin_nano"])
+
+
 # --------------------------------------------------------------------------- the profiles
 
 
@@ -207,12 +220,9 @@ def test_host_timing_never_reaches_the_cost_table_or_the_plan():
     noise) gives identical cost tables and the identical plan."""
     from slimedge.plan.context import Constraints, PlanContext
     from slimedge.plan.search import SearchSettings, search
-    from slimedge.plan.synthetic import SyntheticSpec, make_fleet, synthetic_evaluators
+    from slimedge.plan.synthetic import SyntheticSpec, synthetic_evaluators
 
-    boards = ("esp32s3", "nrf52840", "rpi4b", "rpi5")
-    fleet = make_fleet([CATALOG[b] for b in boards],
-                       [CATALOG[b].failure.probability for b in boards],
-                       aggregator=CATALOG["jetson_orin_nano"])
+    fleet = four_board_fleet()
     spec = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=120, n_test=120, n_train=600,
                          views=4, dim=16, classes=4, hidden=16, difficulty=0.5)
     evs = synthetic_evaluators(spec)
@@ -253,12 +263,9 @@ def test_the_plan_names_the_files_its_latencies_came_from(cost_model):
     from slimedge.plan.context import Constraints, PlanContext
     from slimedge.plan.planner import make_plan
     from slimedge.plan.search import SearchSettings
-    from slimedge.plan.synthetic import SyntheticSpec, make_fleet, synthetic_evaluators
+    from slimedge.plan.synthetic import SyntheticSpec, synthetic_evaluators
 
-    boards = ("esp32s3", "nrf52840", "rpi4b", "rpi5")
-    fleet = make_fleet([CATALOG[b] for b in boards],
-                       [CATALOG[b].failure.probability for b in boards],
-                       aggregator=CATALOG["jetson_orin_nano"])
+    fleet = four_board_fleet()
     spec = SyntheticSpec(fractions=(0.0, 0.3, 0.6, 0.9), n_val=60, n_test=60, n_train=300,
                          views=4, dim=8, classes=3, hidden=8, difficulty=0.5)
     evs = synthetic_evaluators(spec)
@@ -269,7 +276,7 @@ def test_the_plan_names_the_files_its_latencies_came_from(cost_model):
     plan = make_plan(ctx, SearchSettings(pop=8, generations=2, seed=0), plot=False,
                      baselines=False, fit_contingency=False).plan
     inputs = plan["cost_inputs"]
-    assert set(inputs["boards"]) == {*boards, "jetson_orin_nano"}
+    assert set(inputs["boards"]) == {*FOUR_BOARDS, "jetson_orin_nano"}
     for b, e in inputs["boards"].items():
         assert e["sha256"] == sha256_file(CATALOG[b].path)
         assert e["kernels"] == (CATALOG[b].kernels.key if CATALOG[b].kernels else None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,14 +194,21 @@ def test_the_planner_measures_the_fleets_variants(tiny_ladder, mixed_deployment)
     assert ctx32.evaluator.variants[1] == "float32" and ctx32.evaluator.variants[5] == "float16"
 
 
-def test_an_old_ladder_falls_back_to_int8_and_says_so(tiny_ladder, tmp_path, capsys):
+def ladder_without_variants(ladder: Path, tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of `ladder` as written before feature variants: no `feature_variants` in its
+    manifest, no `features_<variant>.npz` files (int8 features only); (folder, manifest)."""
     old = tmp_path / "ladder"
-    shutil.copytree(tiny_ladder.ladder, old)
+    shutil.copytree(ladder, old)
     manifest = json.loads((old / "manifest.json").read_text())
     del manifest["feature_variants"]
     (old / "manifest.json").write_text(json.dumps(manifest))
     for f in old.glob("levels/*/features_*.npz"):
         f.unlink()
+    return old, manifest
+
+
+def test_an_old_ladder_falls_back_to_int8_and_says_so(tiny_ladder, tmp_path, capsys):
+    old, manifest = ladder_without_variants(tiny_ladder.ladder, tmp_path)
     V = int(manifest["views"])
     ev = Evaluator.from_ladder(old, "test", variants=["float16"] + ["int8"] * (V - 1))
     assert list(ev.fallback) == [0] and "int8 (LiteRT) features used instead" in ev.fallback[0]
@@ -251,13 +259,7 @@ def test_an_old_ladder_still_exports_a_mixed_fleet(tiny_ladder, mixed_deployment
     from slimedge.export.deploy import export_deployment
 
     _, fleet, _ = mixed_deployment
-    old = tmp_path / "ladder"
-    shutil.copytree(tiny_ladder.ladder, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    del manifest["feature_variants"]
-    (old / "manifest.json").write_text(json.dumps(manifest))
-    for f in old.glob("levels/*/features_*.npz"):
-        f.unlink()
+    old, _ = ladder_without_variants(tiny_ladder.ladder, tmp_path)
     s = export_deployment(fleet, old, [v % 3 for v in range(12)], tmp_path / "deploy",
                           dataset=tiny_ladder.root / "dataset", progress=False)
     exact = s["gate"]["exactness"]

@@ -22,7 +22,13 @@ from pathlib import Path
 from slimedge.ladder.store import read_manifest
 from slimedge.provenance import versions
 from slimedge.simulate.commands import SUMMARY_FILE
-from slimedge.simulate.markdown import PAPER_CLAIM, counts_table, floors_table, table
+from slimedge.simulate.markdown import (
+    PAPER_CLAIM,
+    counts_table,
+    floors_table,
+    runs_lines,
+    table,
+)
 
 
 def report(folder: Path) -> dict:
@@ -48,24 +54,6 @@ def report(folder: Path) -> dict:
     }
 
 
-def _runs(r: dict) -> list[str]:
-    """One line per logged run, then their sum."""
-    if not r["runs"]:
-        return []
-    out = ["| run started (UTC) | computed | reused | wall s | s per scenario | workers | "
-           "completed |", "|---|---|---|---|---|---|---|"]
-    for run in r["runs"]:
-        n = run["computed_scenarios"]
-        per = f"{run['wall_s'] / n:.2f}" if n else "-"
-        out.append(f"| {run.get('started_utc', '?')} | {n} | {run.get('reused_scenarios', '?')}"
-                   f" | {run['wall_s']:.1f} | {per} | {run.get('workers', '?')} | "
-                   f"{'yes' if run.get('completed') else 'no (interrupted)'} |")
-    n, wall = r["all_runs_computed_scenarios"], r["all_runs_wall_s"]
-    out += ["", f"All logged runs: {n} scenarios computed in {wall:.1f} s"
-            + (f" ({wall / n:.2f} s per scenario)." if n else "."), ""]
-    return out
-
-
 def markdown(r: dict) -> str:
     rate = (f"{r['seconds_per_scenario']:.2f} s per scenario (wall, all workers)"
             if r["seconds_per_scenario"] else "nothing computed in this run")
@@ -76,7 +64,7 @@ def markdown(r: dict) -> str:
              f"{r['computed_scenarios']} scenarios computed in {r['wall_s']:.1f} s: {rate}; "
              f"one plan (search + contingency + baselines, one cost model) "
              f"{r['plan_seconds_median']:.2f} s median on one worker.", "",
-             *_runs(r),
+             *runs_lines(r),
              PAPER_CLAIM, "", table(r["summary"]), "", floors_table(r["summary"]), "",
              counts_table(r["counts"])]
     return "\n".join(lines)

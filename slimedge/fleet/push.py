@@ -103,7 +103,7 @@ class Outcome:
     resent_chunks: int = 0
     bytes: int | None = None  # the payload sent (model, and an MCU's firmware bundle)
     first_frame: int | None = None  # the first frame the device served with the update
-    late_frames: int | None = None  # frames past the switch frame F before it did (`_late`)
+    late_frames: int | None = None  # frames past the switch frame F before it did (`mark_late`)
     started: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,11 +35,12 @@ from slimedge.simulate.generators import Scenario, make_scenario
 from slimedge.simulate.state import LadderState, ScenarioCache, ladder_state
 
 METHODS = ("plan", *BASELINES)
-# The planner enumerates a box exactly when it holds at most 50,000 configurations; on the
-# demo ladder one configuration costs ~3-8 ms to score (275 frames x 12 views x D = 128, a
-# 128-wide classifier), so a random fleet whose free devices form such a box spent minutes in
-# that step alone. A sweep scores thousands of fleets: it enumerates boxes up to this size and
-# records per plan whether the answer was proven optimal (`plan_proven`).
+# The planner enumerates a box exactly when it holds at most `search.ENUMERATE_BUDGET`
+# configurations; on the demo ladder one configuration costs ~3-8 ms to score (275 frames x
+# 12 views x D = 128, a 128-wide classifier), so a random fleet whose free devices form such a
+# box spent minutes in that step alone. A sweep scores thousands of fleets: it enumerates
+# boxes up to this size and records per plan whether the answer was proven optimal
+# (`plan_proven`).
 SWEEP_ENUMERATE_BUDGET = 2_000
 NAN = math.nan
 TIMING_COLUMNS = ("plan_s",)  # vary run to run; every other column is fixed by the seed

@@ -82,15 +82,25 @@ def _proven(c: Mapping[str, Any]) -> str:
     return f"{c['plans_proven']} of {c['plans']}" if "plans" in c else "-"
 
 
-def _runs_line(info: Mapping[str, Any]) -> list[str]:
-    """What every run into the folder cost (empty for a folder from before the run log)."""
+def runs_lines(info: Mapping[str, Any]) -> list[str]:
+    """Every run logged into the folder (`runs.jsonl`), one table row each, then their sum;
+    empty for a folder from before the run log."""
     runs = info.get("runs") or []
     if not runs:
         return []
+    out = ["| run started (UTC) | computed | reused | wall s | s per scenario | workers | "
+           "completed |", "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        n = run["computed_scenarios"]
+        per = f"{run['wall_s'] / n:.2f}" if n else "-"
+        out.append(f"| {run.get('started_utc', '?')} | {n} | {run.get('reused_scenarios', '?')}"
+                   f" | {run['wall_s']:.1f} | {per} | {run.get('workers', '?')} | "
+                   f"{'yes' if run.get('completed') else 'no (interrupted)'} |")
     n, wall = info["all_runs_computed_scenarios"], info["all_runs_wall_s"]
-    per = f"{wall / n:.2f} s per scenario" if n else "nothing computed"
-    return [f"All {len(runs)} logged runs into this folder (`runs.jsonl`): {n} scenarios "
-            f"computed in {wall:.1f} s of wall time ({per}).", ""]
+    out += ["", f"All {len(runs)} logged runs into this folder: {n} scenarios computed in "
+            f"{wall:.1f} s of wall time" + (f" ({wall / n:.2f} s per scenario)." if n else "."),
+            ""]
+    return out
 
 
 def document(info: Mapping[str, Any]) -> str:
@@ -109,7 +119,7 @@ def document(info: Mapping[str, Any]) -> str:
         f"{info['reused_scenarios']} reused from earlier chunks, in {info['wall_s']:.1f} s "
         f"({rate:.3f} scenarios/s over the whole request); one plan (search, contingency and "
         f"baselines) took {info['plan_seconds']['median']:.2f} s median on one core.", "",
-        *_runs_line(info),
+        *runs_lines(info),
         "Ratios are median / p90 / max over the scenarios where they are defined (both "
         "configurations fit memory; the best uniform level also meets the floors). `fits`: "
         "share of all scenarios in which the method's configuration fits memory; `meets "
